@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/* Command-line parsing for the qlite subcommands (pure; no side effects). */
+#ifndef QLITE_CLI_H
+#define QLITE_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "qlite/util.h"
+
+#define CLI_DEFAULT_MEM (512 * MiB)
+#define CLI_MIN_MEM (16 * MiB)
+
+struct run_options {
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	uint64_t mem_size;
+	unsigned int ncpus;
+	bool no_reboot;
+	bool console; /* false: --console none */
+	bool help;
+};
+
+/*
+ * Parse `qlite run` arguments (argv[0] is "run"). @host_mem and @max_cpus
+ * bound --mem and --cpus (0: unchecked). Returns 0 or -errno with a
+ * one-line message in @e.
+ */
+int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpus,
+		  struct run_options *o, struct qerr *e);
+extern const char cli_run_usage[];
+extern const char cli_main_usage[];
+
+#endif

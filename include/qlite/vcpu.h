@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vCPU threads. Each vCPU is a state machine (RUNNING, PAUSED, EXITING)
+ * driven by commands from other threads; a signal only kicks it out of
+ * KVM_RUN (with immediate_exit), it never carries meaning itself.
+ */
+#ifndef QLITE_VCPU_H
+#define QLITE_VCPU_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct vm;
+
+enum vcpu_state {
+	VCPU_CREATED,
+	VCPU_RUNNING,
+	VCPU_PAUSED,
+	VCPU_EXITING,
+	VCPU_EXITED,
+};
+
+struct vcpu {
+	struct vm *vm;
+	unsigned int id;
+	int fd;
+	struct kvm_run *run;
+	pthread_t thread;
+	bool thread_started;
+	pid_t tid;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum vcpu_state state; /* what the thread is doing */
+	enum vcpu_state target; /* what it has been told to do */
+
+	/* Last exit left an I/O to be completed by the next KVM_RUN. */
+	bool io_pending;
+	uint64_t exits;
+	uint64_t exit_counts[64];
+};
+
+int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out);
+void vcpu_destroy(struct vcpu *v);
+/* CPUID, MSRs, FPU, LAPIC: the x86 reset state a firmware would leave. */
+int vcpu_setup_x86(struct vcpu *v);
+int vcpu_start(struct vcpu *v);
+/* Ask the thread to move to @target and kick it out of KVM_RUN. */
+void vcpu_request(struct vcpu *v, enum vcpu_state target);
+/* Wait until the thread reached @state (or exited). */
+void vcpu_wait_state(struct vcpu *v, enum vcpu_state state);
+void vcpu_join(struct vcpu *v);
+/* Registers, sregs and the last exit, to stderr. */
+void vcpu_dump(struct vcpu *v, const char *why);
+const char *vcpu_exit_name(uint32_t reason);
+
+/* CPUID filtering (pure; unit-tested). */
+int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus);
+
+#endif

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/* One VM: KVM handles, guest memory, buses, devices and vCPUs. */
+#ifndef QLITE_VM_H
+#define QLITE_VM_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "qlite/bus.h"
+#include "qlite/device.h"
+#include "qlite/mem.h"
+#include "qlite/util.h"
+
+struct vcpu;
+struct serial;
+struct acpi_pm;
+
+#define VM_MAX_VCPUS 64
+
+enum vm_stop_reason {
+	VM_STOP_NONE = 0,
+	VM_STOP_POWEROFF, /* guest powered off (ACPI S5) */
+	VM_STOP_RESET, /* guest asked for a reset */
+	VM_STOP_QUIT, /* user asked (escape key, signal) */
+	VM_STOP_GUEST_CRASH, /* triple fault, KVM internal error */
+	VM_STOP_ERROR, /* the VMM failed */
+};
+
+struct vm_config {
+	uint64_t mem_size;
+	unsigned int ncpus;
+	const char *kernel;
+	const char *initrd;
+	const char *cmdline;
+	bool no_reboot;
+	/* Console: where the UART reads and writes (-1: none). */
+	int console_in;
+	int console_out;
+	/* signalfd for SIGINT/SIGTERM/SIGHUP (-1: none): a clean stop. */
+	int signal_fd;
+};
+
+struct vm {
+	struct vm_config cfg;
+	int kvm_fd;
+	int vm_fd;
+	int run_size;
+	struct kvm_cpuid2 *supported_cpuid;
+	struct guest_mem mem;
+	struct bus pio;
+	struct bus mmio;
+	unsigned int ncpus;
+	struct vcpu *vcpus[VM_MAX_VCPUS];
+	struct device *devices;
+	struct serial *serial;
+	struct acpi_pm *acpi_pm;
+
+	/* First stop reason wins; stop_efd wakes the main loop. */
+	_Atomic int stop_reason;
+	int stop_efd;
+};
+
+/* KVM VM, memory, irqchip, PIT, legacy devices and vCPUs (not started). */
+int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e);
+void vm_destroy(struct vm *vm);
+int vm_add_device(struct vm *vm, const struct device_class *cls, void *opaque);
+int vm_start(struct vm *vm);
+/* Called from any thread: record why and make every vCPU exit. */
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
+/* Stop all vCPU threads and join them. */
+void vm_stop_vcpus(struct vm *vm);
+/* Pause every vCPU and wait until all are parked; resume reverses it. */
+void vm_pause(struct vm *vm);
+void vm_resume(struct vm *vm);
+/* Raise/lower an ISA/IOAPIC interrupt line. */
+int vm_set_irq(struct vm *vm, unsigned int gsi, int level);
+
+/* Main loop: console input, stop requests. Returns the stop reason. */
+enum vm_stop_reason vm_run_loop(struct vm *vm);
+
+#endif

@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "qlite/cli.h"
+
+const char cli_main_usage[] =
+	"Usage: qlite <command> [options]\n"
+	"\n"
+	"Commands:\n"
+	"  run         boot a Linux guest (qlite run --help for options)\n"
+	"  help        show this text\n"
+	"  version     print the version\n"
+	"\n"
+	"Options: --help, --version\n";
+
+const char cli_run_usage[] =
+	"Usage: qlite run --kernel FILE [options]\n"
+	"\n"
+	"Boot a Linux kernel (x86-64 bzImage) in a KVM virtual machine. The guest's\n"
+	"first serial port (ttyS0) is this terminal; put console=ttyS0 on --cmdline.\n"
+	"\n"
+	"  -k, --kernel FILE     kernel image (bzImage, boot protocol 2.12+)\n"
+	"  -i, --initrd FILE     initial ramdisk\n"
+	"  -a, --cmdline TEXT    kernel command line\n"
+	"  -m, --mem SIZE        guest RAM, e.g. 256M, 2G (default 512M); binary units\n"
+	"  -c, --cpus N          number of vCPUs (default 1)\n"
+	"      --no-reboot       exit (status 0) when the guest reboots, instead of\n"
+	"                        restarting it\n"
+	"      --console MODE    stdio (default) or none\n"
+	"  -h, --help            this text\n"
+	"\n"
+	"Options also take the --opt=value form.\n"
+	"\n"
+	"Console: when stdin is a terminal it is put in raw mode and restored on\n"
+	"exit. Ctrl-A x quits; Ctrl-A Ctrl-A sends a Ctrl-A to the guest.\n"
+	"\n"
+	"Exit status: 0 when the guest powers off (or reboots with --no-reboot, or\n"
+	"Ctrl-A x / SIGTERM); 1 for bad options or a VM that cannot start; 2 when\n"
+	"the guest crashes (triple fault, KVM internal error: registers are\n"
+	"printed) or the VMM fails while running.\n";
+
+enum {
+	OPT_NO_REBOOT = 256,
+	OPT_CONSOLE,
+};
+
+static const struct option run_longopts[] = {
+	{ "kernel", required_argument, NULL, 'k' },
+	{ "initrd", required_argument, NULL, 'i' },
+	{ "cmdline", required_argument, NULL, 'a' },
+	{ "append", required_argument, NULL, 'a' },
+	{ "mem", required_argument, NULL, 'm' },
+	{ "memory", required_argument, NULL, 'm' },
+	{ "cpus", required_argument, NULL, 'c' },
+	{ "smp", required_argument, NULL, 'c' },
+	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
+	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int cli_parse_mem(const char *arg, uint64_t host_mem, uint64_t *out, struct qerr *e)
+{
+	uint64_t v;
+	int ret = parse_size(arg, &v);
+
+	if (ret)
+		return qerr_set(e, EINVAL, "--mem %s: expected a size such as 512M or 2G", arg);
+	if (v == 0)
+		return qerr_set(e, EINVAL, "--mem must be greater than 0");
+	if (v < CLI_MIN_MEM)
+		return qerr_set(e, EINVAL, "--mem %s is too small: at least %lluM is needed", arg,
+				CLI_MIN_MEM / MiB);
+	if (v % (4 * KiB))
+		return qerr_set(e, EINVAL, "--mem %s is not a multiple of 4K", arg);
+	if (host_mem && v > host_mem)
+		return qerr_set(e, ENOMEM, "--mem %s is more than this host's memory (%lluM)",
+				arg, (unsigned long long)(host_mem / MiB));
+	*out = v;
+	return 0;
+}
+
+int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpus,
+		  struct run_options *o, struct qerr *e)
+{
+	uint64_t v;
+	int c, ret;
+
+	memset(o, 0, sizeof(*o));
+	o->mem_size = CLI_DEFAULT_MEM;
+	o->ncpus = 1;
+	o->console = true;
+	optind = 0; /* glibc: full re-initialisation, so tests can parse repeatedly */
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":k:i:a:m:c:h", run_longopts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			o->kernel = optarg;
+			break;
+		case 'i':
+			o->initrd = optarg;
+			break;
+		case 'a':
+			o->cmdline = optarg;
+			break;
+		case 'm':
+			ret = cli_parse_mem(optarg, host_mem, &o->mem_size, e);
+			if (ret)
+				return ret;
+			break;
+		case 'c':
+			ret = parse_uint(optarg, 0, UINT32_MAX, &v);
+			if (ret)
+				return qerr_set(e, EINVAL, "--cpus %s: expected a number", optarg);
+			if (v == 0)
+				return qerr_set(e, EINVAL, "--cpus must be at least 1");
+			if (max_cpus && v > max_cpus)
+				return qerr_set(e, EINVAL, "--cpus %s: at most %u vCPUs are supported",
+						optarg, max_cpus);
+			o->ncpus = (unsigned int)v;
+			break;
+		case OPT_NO_REBOOT:
+			o->no_reboot = true;
+			break;
+		case OPT_CONSOLE:
+			if (!strcmp(optarg, "stdio"))
+				o->console = true;
+			else if (!strcmp(optarg, "none"))
+				o->console = false;
+			else
+				return qerr_set(e, EINVAL, "--console %s: expected stdio or none",
+						optarg);
+			break;
+		case 'h':
+			o->help = true;
+			return 0;
+		case ':':
+			return qerr_set(e, EINVAL, "option %s needs a value", argv[optind - 1]);
+		default:
+			if (optopt)
+				return qerr_set(e, EINVAL, "unknown option -%c", optopt);
+			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (!o->kernel)
+		return qerr_set(e, EINVAL, "--kernel is required");
+	return 0;
+}

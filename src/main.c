@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT
+/* qlite entry point: subcommand dispatch, terminal and signal set-up. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/sysinfo.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "qlite/boot.h"
+#include "qlite/cli.h"
+#include "version.h"
+#include "qlite/vm.h"
+
+enum {
+	EXIT_OK = 0,
+	EXIT_SETUP = 1,
+	EXIT_GUEST_CRASH = 2,
+};
+
+/*
+ * The terminal is process state, not VM state: the saved mode must be
+ * reachable from the fatal-signal handler, hence file scope.
+ */
+static struct termios saved_tty;
+static volatile sig_atomic_t tty_saved;
+
+static void tty_restore(void)
+{
+	if (tty_saved) {
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
+		tty_saved = 0;
+	}
+}
+
+static void fatal_signal(int sig)
+{
+	tty_restore();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void tty_make_raw(void)
+{
+	struct termios t;
+	static const int fatal[] = { SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL };
+	unsigned int i;
+
+	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tty) < 0)
+		return;
+	t = saved_tty;
+	cfmakeraw(&t);
+	/* Keep output post-processing off too: the guest sends its own CRLF. */
+	if (tcsetattr(STDIN_FILENO, TCSANOW, &t) < 0)
+		return;
+	tty_saved = 1;
+	atexit(tty_restore);
+	for (i = 0; i < ARRAY_SIZE(fatal); i++)
+		signal(fatal[i], fatal_signal);
+}
+
+static int signals_setup(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	/* Blocked before any thread exists, so only the signalfd sees them. */
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -1;
+	signal(SIGPIPE, SIG_IGN);
+	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+	struct run_options o;
+	struct vm_config cfg;
+	struct sysinfo si;
+	struct qerr e = { 0 };
+	uint64_t host_mem = 0;
+	int sfd, ret;
+
+	if (sysinfo(&si) == 0)
+		host_mem = (uint64_t)si.totalram * si.mem_unit;
+	ret = cli_parse_run(argc, argv, host_mem, VM_MAX_VCPUS, &o, &e);
+	if (ret) {
+		fprintf(stderr, "qlite run: %s\n(see qlite run --help)\n", e.msg);
+		return EXIT_SETUP;
+	}
+	if (o.help) {
+		fputs(cli_run_usage, stdout);
+		return EXIT_OK;
+	}
+	if (access(o.kernel, R_OK) < 0) {
+		fprintf(stderr, "qlite run: cannot read kernel %s: %s\n", o.kernel,
+			strerror(errno));
+		return EXIT_SETUP;
+	}
+	if (o.initrd && access(o.initrd, R_OK) < 0) {
+		fprintf(stderr, "qlite run: cannot read initrd %s: %s\n", o.initrd,
+			strerror(errno));
+		return EXIT_SETUP;
+	}
+	sfd = signals_setup();
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.mem_size = o.mem_size;
+	cfg.ncpus = o.ncpus;
+	cfg.kernel = o.kernel;
+	cfg.initrd = o.initrd;
+	cfg.cmdline = o.cmdline;
+	cfg.no_reboot = o.no_reboot;
+	cfg.console_in = o.console ? STDIN_FILENO : -1;
+	cfg.console_out = o.console ? STDOUT_FILENO : -1;
+	cfg.signal_fd = sfd;
+
+	for (;;) {
+		enum vm_stop_reason why;
+		struct vm *vm;
+
+		memset(&e, 0, sizeof(e));
+		ret = vm_create(&cfg, &vm, &e);
+		if (ret) {
+			fprintf(stderr, "qlite run: %s\n", e.msg);
+			return EXIT_SETUP;
+		}
+		ret = linux_boot_setup(vm, &e);
+		if (ret) {
+			fprintf(stderr, "qlite run: %s\n", e.msg);
+			vm_destroy(vm);
+			return EXIT_SETUP;
+		}
+		if (o.console)
+			tty_make_raw();
+		ret = vm_start(vm);
+		if (ret)
+			log_msg("cannot start vCPU threads: %s", strerror(-ret));
+		why = vm_run_loop(vm);
+		vm_destroy(vm);
+		switch (why) {
+		case VM_STOP_POWEROFF:
+		case VM_STOP_QUIT:
+			return EXIT_OK;
+		case VM_STOP_RESET:
+			if (cfg.no_reboot) {
+				log_msg("guest reset; exiting (--no-reboot)");
+				return EXIT_OK;
+			}
+			continue; /* a fresh VM from the same configuration */
+		case VM_STOP_GUEST_CRASH:
+			log_msg("guest crashed; exiting");
+			return EXIT_GUEST_CRASH;
+		default:
+			log_msg("VMM failure; exiting");
+			return EXIT_GUEST_CRASH;
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(cli_main_usage, stderr);
+		return EXIT_SETUP;
+	}
+	if (!strcmp(argv[1], "run"))
+		return cmd_run(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(cli_main_usage, stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version") ||
+	    !strcmp(argv[1], "-V")) {
+		printf("qlite %s\n", QLITE_VERSION);
+		return EXIT_OK;
+	}
+	fprintf(stderr, "qlite: unknown command or option '%s'\n(see qlite --help)\n", argv[1]);
+	return EXIT_SETUP;
+}

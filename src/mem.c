@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "qlite/mem.h"
+
+int mem_init(struct guest_mem *m, uint64_t ram_size, struct qerr *e)
+{
+	uint64_t low;
+
+	memset(m, 0, sizeof(*m));
+	m->memfd = -1;
+	if (ram_size == 0 || ram_size % (4 * KiB))
+		return qerr_set(e, EINVAL, "memory size must be a non-zero multiple of 4 KiB");
+
+	m->memfd = memfd_create("qlite-ram", MFD_CLOEXEC);
+	if (m->memfd < 0)
+		return qerr_set(e, errno, "memfd_create: %s", strerror(errno));
+	if (ftruncate(m->memfd, ram_size) < 0) {
+		int err = errno;
+
+		close(m->memfd);
+		m->memfd = -1;
+		return qerr_set(e, err, "cannot size guest RAM to %llu bytes: %s",
+				(unsigned long long)ram_size, strerror(err));
+	}
+	/* MAP_NORESERVE: pages are only backed when the guest touches them. */
+	m->base = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+		       m->memfd, 0);
+	if (m->base == MAP_FAILED) {
+		int err = errno;
+
+		m->base = NULL;
+		close(m->memfd);
+		m->memfd = -1;
+		return qerr_set(e, err, "cannot map %llu bytes of guest RAM: %s",
+				(unsigned long long)ram_size, strerror(err));
+	}
+	madvise(m->base, ram_size, MADV_MERGEABLE);
+	m->ram_size = ram_size;
+
+	low = MIN(ram_size, MEM_32BIT_GAP_START);
+	m->regions[0] = (struct mem_region){ .gpa = 0, .size = low, .hva = m->base, .slot = 0 };
+	m->nr_regions = 1;
+	if (ram_size > low) {
+		m->regions[1] = (struct mem_region){ .gpa = MEM_4G,
+						     .size = ram_size - low,
+						     .hva = m->base + low,
+						     .fd_offset = low,
+						     .slot = 1 };
+		m->nr_regions = 2;
+	}
+	return 0;
+}
+
+void mem_destroy(struct guest_mem *m)
+{
+	if (m->base)
+		munmap(m->base, m->ram_size);
+	if (m->memfd >= 0)
+		close(m->memfd);
+	m->base = NULL;
+	m->memfd = -1;
+	m->nr_regions = 0;
+}
+
+void *mem_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	unsigned int i;
+
+	for (i = 0; i < m->nr_regions; i++) {
+		const struct mem_region *r = &m->regions[i];
+
+		if (gpa < r->gpa || gpa - r->gpa >= r->size)
+			continue;
+		/* Whole range inside this region; written to avoid overflow. */
+		if (len > r->size - (gpa - r->gpa))
+			return NULL;
+		return r->hva + (gpa - r->gpa);
+	}
+	return NULL;
+}
+
+int mem_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len)
+{
+	void *p = mem_gpa_to_hva(m, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(buf, p, len);
+	return 0;
+}
+
+int mem_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len)
+{
+	void *p = mem_gpa_to_hva(m, gpa, len);
+
+	if (!p)
+		return -EFAULT;
+	memcpy(p, buf, len);
+	return 0;
+}

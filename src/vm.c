@@ -1,0 +1,470 @@
+// SPDX-License-Identifier: MIT
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "qlite/devices.h"
+#include "qlite/vcpu.h"
+#include "qlite/vm.h"
+
+/* Below 4 GiB, outside RAM (which stops at 3 GiB) and the LAPIC/IOAPIC pages. */
+#define KVM_TSS_ADDR 0xfffbd000ULL
+#define KVM_IDENTITY_MAP_ADDR 0xfffbc000ULL
+
+static int vm_check_cap(struct vm *vm, long cap)
+{
+	return ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, cap);
+}
+
+static int vm_open_kvm(struct vm *vm, struct qerr *e)
+{
+	int ver;
+
+	vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (vm->kvm_fd < 0) {
+		int err = errno;
+
+		if (err == ENOENT)
+			return qerr_set(e, err,
+					"/dev/kvm does not exist: load the kvm module "
+					"(kvm-intel or kvm-amd) or enable virtualization in firmware");
+		if (err == EACCES || err == EPERM)
+			return qerr_set(e, err,
+					"no permission to open /dev/kvm: run as root or add "
+					"your user to the 'kvm' group");
+		return qerr_set(e, err, "cannot open /dev/kvm: %s", strerror(err));
+	}
+	ver = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+	if (ver != KVM_API_VERSION)
+		return qerr_set(e, ENOTSUP, "KVM API version %d, qlite needs %d", ver,
+				KVM_API_VERSION);
+	return 0;
+}
+
+static int vm_check_caps(struct vm *vm, struct qerr *e)
+{
+	static const struct {
+		long cap;
+		const char *name;
+	} need[] = {
+		{ KVM_CAP_USER_MEMORY, "USER_MEMORY" },
+		{ KVM_CAP_IRQCHIP, "IRQCHIP" },
+		{ KVM_CAP_PIT2, "PIT2" },
+		{ KVM_CAP_IRQ_ROUTING, "IRQ_ROUTING" },
+		{ KVM_CAP_EXT_CPUID, "EXT_CPUID" },
+		{ KVM_CAP_SET_TSS_ADDR, "SET_TSS_ADDR" },
+		{ KVM_CAP_IMMEDIATE_EXIT, "IMMEDIATE_EXIT" },
+	};
+	unsigned int i;
+	int max;
+
+	for (i = 0; i < ARRAY_SIZE(need); i++)
+		if (vm_check_cap(vm, need[i].cap) <= 0)
+			return qerr_set(e, ENOTSUP, "this KVM lacks KVM_CAP_%s", need[i].name);
+	max = vm_check_cap(vm, KVM_CAP_MAX_VCPUS);
+	if (max <= 0)
+		max = vm_check_cap(vm, KVM_CAP_NR_VCPUS);
+	if (max > 0 && vm->cfg.ncpus > (unsigned int)max)
+		return qerr_set(e, EINVAL, "--cpus %u is more than this KVM supports (%d)",
+				vm->cfg.ncpus, max);
+	return 0;
+}
+
+static int vm_get_supported_cpuid(struct vm *vm, struct qerr *e)
+{
+	unsigned int nent = 64;
+
+	for (;;) {
+		struct kvm_cpuid2 *c =
+			calloc(1, sizeof(*c) + nent * sizeof(struct kvm_cpuid_entry2));
+
+		if (!c)
+			return qerr_set(e, ENOMEM, "out of memory");
+		c->nent = nent;
+		if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			vm->supported_cpuid = c;
+			return 0;
+		}
+		free(c);
+		if (errno != E2BIG || nent >= 4096)
+			return qerr_set(e, errno, "KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+		nent *= 2;
+	}
+}
+
+/*
+ * GSI routing as on a PC: GSI 0-15 reach both 8259s and the IOAPIC, except
+ * that ISA IRQ 0 (the PIT) is wired to IOAPIC pin 2 (the MADT says so with
+ * an interrupt source override), and GSI 16-23 are IOAPIC-only.
+ */
+static int vm_setup_irq_routing(struct vm *vm)
+{
+	struct kvm_irq_routing *r;
+	unsigned int n = 0, gsi;
+	int ret;
+
+	r = calloc(1, sizeof(*r) + 40 * sizeof(struct kvm_irq_routing_entry));
+	if (!r)
+		return -ENOMEM;
+	for (gsi = 0; gsi < 16; gsi++) {
+		if (gsi == 2)
+			continue; /* cascade */
+		r->entries[n].gsi = gsi;
+		r->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r->entries[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER :
+							    KVM_IRQCHIP_PIC_SLAVE;
+		r->entries[n].u.irqchip.pin = gsi % 8;
+		n++;
+	}
+	for (gsi = 0; gsi < 24; gsi++) {
+		if (gsi == 2)
+			continue;
+		r->entries[n].gsi = gsi;
+		r->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
+		r->entries[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		r->entries[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
+		n++;
+	}
+	r->nr = n;
+	ret = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, r) < 0 ? -errno : 0;
+	free(r);
+	return ret;
+}
+
+static int vm_setup_memory(struct vm *vm, struct qerr *e)
+{
+	unsigned int i;
+	int ret;
+
+	ret = mem_init(&vm->mem, vm->cfg.mem_size, e);
+	if (ret)
+		return ret;
+	for (i = 0; i < vm->mem.nr_regions; i++) {
+		const struct mem_region *r = &vm->mem.regions[i];
+		struct kvm_userspace_memory_region kr = {
+			.slot = r->slot,
+			.guest_phys_addr = r->gpa,
+			.memory_size = r->size,
+			.userspace_addr = (uintptr_t)r->hva,
+		};
+
+		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
+			return qerr_set(e, errno, "KVM_SET_USER_MEMORY_REGION: %s",
+					strerror(errno));
+	}
+	return 0;
+}
+
+static int vm_setup_irqchip(struct vm *vm, struct qerr *e)
+{
+	struct kvm_pit_config pit = { .flags = 0 };
+	int ret;
+
+	if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, (unsigned long)KVM_TSS_ADDR) < 0)
+		return qerr_set(e, errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+	if (vm_check_cap(vm, KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) {
+		uint64_t addr = KVM_IDENTITY_MAP_ADDR;
+
+		if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &addr) < 0)
+			return qerr_set(e, errno, "KVM_SET_IDENTITY_MAP_ADDR: %s",
+					strerror(errno));
+	}
+	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
+		return qerr_set(e, errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+	ret = vm_setup_irq_routing(vm);
+	if (ret)
+		return qerr_set(e, -ret, "KVM_SET_GSI_ROUTING: %s", strerror(-ret));
+	if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0)
+		return qerr_set(e, errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+	return 0;
+}
+
+int vm_add_device(struct vm *vm, const struct device_class *cls, void *opaque)
+{
+	struct device *d, **tail;
+
+	if (device_class_check(cls))
+		return -EINVAL;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->cls = cls;
+	d->opaque = opaque;
+	for (tail = &vm->devices; *tail; tail = &(*tail)->next)
+		;
+	*tail = d;
+	return 0;
+}
+
+static int vm_create_devices(struct vm *vm, struct qerr *e)
+{
+	int ret;
+
+	ret = serial_create(vm, SERIAL_COM1_BASE, SERIAL_COM1_IRQ, vm->cfg.console_in,
+			    vm->cfg.console_out, &vm->serial);
+	if (!ret)
+		ret = i8042_create(vm);
+	if (!ret)
+		ret = acpi_pm_create(vm);
+	if (ret)
+		return qerr_set(e, -ret, "cannot create platform devices: %s", strerror(-ret));
+	return 0;
+}
+
+int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e)
+{
+	struct vm *vm;
+	unsigned int i;
+	int ret;
+
+	if (cfg->ncpus == 0 || cfg->ncpus > VM_MAX_VCPUS)
+		return qerr_set(e, EINVAL, "vCPU count must be 1..%u", VM_MAX_VCPUS);
+	vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return qerr_set(e, ENOMEM, "out of memory");
+	vm->cfg = *cfg;
+	vm->ncpus = cfg->ncpus;
+	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
+	vm->mem.memfd = -1;
+	bus_init(&vm->pio, "pio");
+	bus_init(&vm->mmio, "mmio");
+
+	ret = vm_open_kvm(vm, e);
+	if (ret)
+		goto err;
+	ret = vm_check_caps(vm, e);
+	if (ret)
+		goto err;
+	vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+	if (vm->vm_fd < 0) {
+		ret = qerr_set(e, errno, "KVM_CREATE_VM: %s", strerror(errno));
+		goto err;
+	}
+	vm->run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+	if (vm->run_size <= 0) {
+		ret = qerr_set(e, EIO, "KVM_GET_VCPU_MMAP_SIZE failed");
+		goto err;
+	}
+	vm->stop_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (vm->stop_efd < 0) {
+		ret = qerr_set(e, errno, "eventfd: %s", strerror(errno));
+		goto err;
+	}
+	ret = vm_get_supported_cpuid(vm, e);
+	if (ret)
+		goto err;
+	ret = vm_setup_irqchip(vm, e);
+	if (ret)
+		goto err;
+	ret = vm_setup_memory(vm, e);
+	if (ret)
+		goto err;
+	ret = vm_create_devices(vm, e);
+	if (ret)
+		goto err;
+	for (i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_create(vm, i, &vm->vcpus[i]);
+		if (ret) {
+			ret = qerr_set(e, -ret, "cannot create vCPU %u: %s", i, strerror(-ret));
+			goto err;
+		}
+		ret = vcpu_setup_x86(vm->vcpus[i]);
+		if (ret) {
+			ret = qerr_set(e, -ret, "cannot set up vCPU %u: %s", i, strerror(-ret));
+			goto err;
+		}
+	}
+	*out = vm;
+	return 0;
+err:
+	vm_destroy(vm);
+	return ret;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	struct device *d, *next;
+	unsigned int i;
+
+	if (!vm)
+		return;
+	vm_stop_vcpus(vm);
+	for (i = 0; i < VM_MAX_VCPUS; i++)
+		vcpu_destroy(vm->vcpus[i]);
+	/* Leaves first: reverse of creation order. */
+	while (vm->devices) {
+		struct device *prev = NULL;
+
+		for (d = vm->devices; d->next; d = d->next)
+			prev = d;
+		if (d->cls->unrealize)
+			d->cls->unrealize(d->opaque);
+		if (prev)
+			prev->next = NULL;
+		else
+			vm->devices = NULL;
+		free(d);
+	}
+	(void)next;
+	mem_destroy(&vm->mem);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	free(vm->supported_cpuid);
+	if (vm->stop_efd >= 0)
+		close(vm->stop_efd);
+	if (vm->vm_fd >= 0)
+		close(vm->vm_fd);
+	if (vm->kvm_fd >= 0)
+		close(vm->kvm_fd);
+	free(vm);
+}
+
+int vm_start(struct vm *vm)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < vm->ncpus; i++) {
+		ret = vcpu_start(vm->vcpus[i]);
+		if (ret) {
+			vm_request_stop(vm, VM_STOP_ERROR);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+void vm_request_stop(struct vm *vm, enum vm_stop_reason why)
+{
+	int expected = VM_STOP_NONE;
+	uint64_t one = 1;
+	unsigned int i;
+
+	atomic_compare_exchange_strong(&vm->stop_reason, &expected, (int)why);
+	for (i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i])
+			vcpu_request(vm->vcpus[i], VCPU_EXITING);
+	if (write(vm->stop_efd, &one, sizeof(one)) < 0) {
+		/* counter saturated: the main loop is already woken */
+	}
+}
+
+void vm_stop_vcpus(struct vm *vm)
+{
+	unsigned int i;
+
+	for (i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i])
+			vcpu_request(vm->vcpus[i], VCPU_EXITING);
+	for (i = 0; i < vm->ncpus; i++)
+		if (vm->vcpus[i])
+			vcpu_join(vm->vcpus[i]);
+}
+
+void vm_pause(struct vm *vm)
+{
+	unsigned int i;
+
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_request(vm->vcpus[i], VCPU_PAUSED);
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_wait_state(vm->vcpus[i], VCPU_PAUSED);
+}
+
+void vm_resume(struct vm *vm)
+{
+	unsigned int i;
+
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_request(vm->vcpus[i], VCPU_RUNNING);
+}
+
+int vm_set_irq(struct vm *vm, unsigned int gsi, int level)
+{
+	struct kvm_irq_level irq = { .irq = gsi, .level = level };
+
+	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0 ? -errno : 0;
+}
+
+#define ESCAPE_CHAR 0x01 /* Ctrl-A, as in QEMU: Ctrl-A x quits */
+
+/*
+ * Console input with the escape sequence filtered out. Returns false when
+ * the user asked to quit or input ended for good.
+ */
+static bool vm_console_input(struct vm *vm, bool *escape)
+{
+	uint8_t buf[256], out[256];
+	size_t space = serial_rx_space(vm->serial), n_out = 0;
+	ssize_t n, i;
+
+	if (!space)
+		return true;
+	n = read(vm->cfg.console_in, buf, MIN(space, sizeof(buf)));
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR;
+	if (n == 0)
+		return false;
+	for (i = 0; i < n; i++) {
+		if (*escape) {
+			*escape = false;
+			if (buf[i] == 'x' || buf[i] == 'X') {
+				log_msg("terminated by user (Ctrl-A x)");
+				vm_request_stop(vm, VM_STOP_QUIT);
+				return false;
+			}
+			if (buf[i] != ESCAPE_CHAR)
+				continue;
+		} else if (buf[i] == ESCAPE_CHAR) {
+			*escape = true;
+			continue;
+		}
+		out[n_out++] = buf[i];
+	}
+	serial_push_input(vm->serial, out, n_out);
+	return true;
+}
+
+enum vm_stop_reason vm_run_loop(struct vm *vm)
+{
+	bool console_open = vm->cfg.console_in >= 0, escape = false;
+
+	while (atomic_load(&vm->stop_reason) == VM_STOP_NONE) {
+		struct pollfd p[3] = {
+			{ .fd = vm->stop_efd, .events = POLLIN },
+			{ .fd = console_open ? vm->cfg.console_in : -1, .events = POLLIN },
+			{ .fd = vm->cfg.signal_fd, .events = POLLIN },
+		};
+		/* A full UART FIFO: poll the console again once the guest reads. */
+		int timeout = console_open && !serial_rx_space(vm->serial) ? 10 : -1;
+
+		if (console_open && !serial_rx_space(vm->serial))
+			p[1].fd = -1;
+		if (poll(p, 3, timeout) < 0 && errno != EINTR) {
+			log_msg("poll: %s", strerror(errno));
+			vm_request_stop(vm, VM_STOP_ERROR);
+			break;
+		}
+		if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+			if (!vm_console_input(vm, &escape))
+				console_open = false; /* EOF: the guest keeps running */
+		}
+		if (p[2].revents & POLLIN) {
+			struct signalfd_siginfo si;
+
+			if (read(vm->cfg.signal_fd, &si, sizeof(si)) == sizeof(si)) {
+				log_msg("terminating on signal %u", si.ssi_signo);
+				vm_request_stop(vm, VM_STOP_QUIT);
+			}
+		}
+	}
+	vm_stop_vcpus(vm);
+	return atomic_load(&vm->stop_reason);
+}
