@@ -68,6 +68,17 @@ struct acpi_config {
 int acpi_build(uint8_t *buf, size_t len, uint64_t gpa, const struct acpi_config *cfg);
 uint8_t acpi_checksum(const void *p, size_t len);
 
+struct vcpu;
+/* Identity page tables for the low 4 GiB and the boot GDT. */
+int boot_setup_gdt_pagetables(struct vm *vm);
+/* Put @v in 64-bit mode at @entry (flat segments, boot page tables). */
+int boot_setup_vcpu_long_mode(struct vcpu *v, uint64_t entry, uint64_t rsi, uint64_t rdi,
+			      uint64_t rsp);
+
+struct guest_mem;
+/* Copy a static x86-64 ELF's PT_LOAD segments to their physical addresses. */
+int elf_load(const struct guest_mem *m, const char *path, uint64_t *entry, struct qerr *e);
+
 /* Load kernel/initrd/cmdline, write tables and set the BSP's registers. */
 int linux_boot_setup(struct vm *vm, struct qerr *e);
 

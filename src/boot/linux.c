@@ -150,14 +150,19 @@ static struct kvm_segment boot_segment(uint16_t sel, uint8_t type, bool code)
 	};
 }
 
-static int boot_setup_bsp(struct vm *vm, uint64_t entry)
+int boot_setup_gdt_pagetables(struct vm *vm)
 {
-	struct vcpu *v = vm->vcpus[0];
+	if (mem_write(&vm->mem, BOOT_GDT_ADDR, boot_gdt, sizeof(boot_gdt)))
+		return -EFAULT;
+	return boot_setup_page_tables(vm);
+}
+
+int boot_setup_vcpu_long_mode(struct vcpu *v, uint64_t entry, uint64_t rsi, uint64_t rdi,
+			      uint64_t rsp)
+{
 	struct kvm_sregs s;
 	struct kvm_regs r;
 
-	if (mem_write(&vm->mem, BOOT_GDT_ADDR, boot_gdt, sizeof(boot_gdt)))
-		return -EFAULT;
 	if (ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
 		return -errno;
 	s.gdt.base = BOOT_GDT_ADDR;
@@ -179,8 +184,9 @@ static int boot_setup_bsp(struct vm *vm, uint64_t entry)
 	memset(&r, 0, sizeof(r));
 	r.rflags = 0x2;
 	r.rip = entry;
-	r.rsi = BOOT_PARAMS_ADDR;
-	r.rsp = r.rbp = BOOT_STACK_TOP;
+	r.rsi = rsi;
+	r.rdi = rdi;
+	r.rsp = r.rbp = rsp;
 	if (ioctl(v->fd, KVM_SET_REGS, &r) < 0)
 		return -errno;
 	return 0;
@@ -293,9 +299,10 @@ int linux_boot_setup(struct vm *vm, struct qerr *e)
 		ret = qerr_set(e, -ret, "cannot build ACPI tables: %s", strerror(-ret));
 		goto out;
 	}
-	ret = boot_setup_page_tables(vm);
+	ret = boot_setup_gdt_pagetables(vm);
 	if (!ret)
-		ret = boot_setup_bsp(vm, BOOT_KERNEL_ADDR + 0x200);
+		ret = boot_setup_vcpu_long_mode(vm->vcpus[0], BOOT_KERNEL_ADDR + 0x200,
+						BOOT_PARAMS_ADDR, 0, BOOT_STACK_TOP);
 	if (ret)
 		ret = qerr_set(e, -ret, "cannot set up the boot CPU: %s", strerror(-ret));
 out:

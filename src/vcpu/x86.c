@@ -67,6 +67,14 @@ static int vcpu_setup_cpuid(struct vcpu *v)
 		return -ENOMEM;
 	memcpy(c, sup, sz);
 	ret = cpuid_filter(c, v->id, v->vm->ncpus);
+	/* KVM emulates the TSC deadline timer but reports it as a capability. */
+	if (!ret && ioctl(v->vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0) {
+		unsigned int i;
+
+		for (i = 0; i < c->nent; i++)
+			if (c->entries[i].function == 1)
+				c->entries[i].ecx |= CPUID_1_ECX_TSC_DEADLINE;
+	}
 	if (!ret && ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
 		ret = -errno;
 	free(c);
