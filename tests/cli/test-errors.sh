@@ -1,0 +1,79 @@
+#!/bin/bash
+# Bad input to `qlite run`: exit status 1, one clear message, no crash/hang.
+# usage: test-errors.sh QLITE_BINARY
+set -uo pipefail
+qlite=$(realpath "$1")
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+
+# expect NAME EXPECTED_STATUS REGEX -- command...
+expect() {
+    local name=$1 want=$2 re=$3
+    shift 4
+    timeout 30 "$@" >"$tmp/out" 2>"$tmp/err" </dev/null
+    local rc=$?
+    if [[ $rc -eq $want ]] && cat "$tmp/err" "$tmp/out" | grep -qE -e "$re"; then
+        echo "PASS: $name"
+        pass=$((pass + 1))
+    else
+        echo "FAIL: $name (status $rc, want $want; stderr: $(head -c 400 "$tmp/err"))"
+        fail=$((fail + 1))
+    fi
+}
+
+python3 "$here/mkbzimage.py" "$tmp/ok.bz"
+python3 "$here/mkbzimage.py" "$tmp/trunc.bz" --syssize-extra 4096
+python3 "$here/mkbzimage.py" "$tmp/old.bz" --version 0x0204
+python3 "$here/mkbzimage.py" "$tmp/no64.bz" --no-64bit
+python3 "$here/mkbzimage.py" "$tmp/huge.bz" --init-size $((200 << 20))
+head -c 100000 /dev/urandom >"$tmp/garbage"
+: >"$tmp/empty"
+truncate -s 100M "$tmp/big.initrd"
+
+expect "no arguments" 1 "Usage" -- "$qlite"
+expect "unknown command" 1 "unknown command" -- "$qlite" frobnicate
+expect "unknown flag" 1 "unknown option --frob" -- "$qlite" run --frob --kernel "$tmp/ok.bz"
+expect "missing --kernel" 1 "--kernel is required" -- "$qlite" run --mem 64M
+expect "flag without value" 1 "needs a value" -- "$qlite" run --kernel
+expect "--mem 0" 1 "--mem must be greater than 0" -- "$qlite" run --kernel "$tmp/ok.bz" --mem 0
+expect "--mem garbage" 1 "expected a size" -- "$qlite" run --kernel "$tmp/ok.bz" --mem 12X
+expect "--mem above host" 1 "more than this host" -- "$qlite" run --kernel "$tmp/ok.bz" --mem 64T
+expect "--cpus 0" 1 "--cpus must be at least 1" -- "$qlite" run --kernel "$tmp/ok.bz" --cpus 0
+expect "--cpus too many" 1 "at most [0-9]+ vCPUs" -- "$qlite" run --kernel "$tmp/ok.bz" --cpus 100000
+expect "--cpus garbage" 1 "expected a number" -- "$qlite" run --kernel "$tmp/ok.bz" --cpus two
+expect "missing kernel" 1 "cannot read kernel .*No such file" -- "$qlite" run --kernel "$tmp/nope"
+expect "missing initrd" 1 "cannot read initrd" -- "$qlite" run --kernel "$tmp/ok.bz" --initrd "$tmp/nope"
+expect "help" 0 "Usage: qlite run" -- "$qlite" run --help
+expect "version" 0 "^qlite [0-9]" -- "$qlite" --version
+
+# The rest need /dev/kvm to get as far as loading the kernel.
+if [[ -w /dev/kvm ]]; then
+    expect "garbage kernel" 1 "not a Linux bzImage" -- "$qlite" run --kernel "$tmp/garbage" --mem 64M
+    expect "empty kernel" 1 "not a Linux kernel image" -- "$qlite" run --kernel "$tmp/empty" --mem 64M
+    expect "truncated kernel" 1 "truncated" -- "$qlite" run --kernel "$tmp/trunc.bz" --mem 64M
+    expect "old boot protocol" 1 "too old" -- "$qlite" run --kernel "$tmp/old.bz" --mem 64M
+    expect "no 64-bit entry" 1 "no 64-bit entry" -- "$qlite" run --kernel "$tmp/no64.bz" --mem 64M
+    expect "kernel needs more RAM" 1 "too small for this kernel" -- \
+        "$qlite" run --kernel "$tmp/huge.bz" --mem 64M
+    expect "initrd too large" 1 "initrd .* does not fit in --mem 64M" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --initrd "$tmp/big.initrd" --mem 64M
+    expect "--cmdline too long" 1 "this kernel accepts at most 2046" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --cmdline "$(head -c 3000 /dev/zero | tr '\0' x)"
+    # Without /dev/kvm: a private mount namespace with an empty /dev.
+    if unshare -m true 2>/dev/null; then
+        expect "no /dev/kvm" 1 "/dev/kvm does not exist" -- \
+            unshare -m sh -c "mount -t tmpfs none /dev && exec $qlite run --kernel $tmp/ok.bz --mem 64M"
+    fi
+    # No permission: nobody (no kvm group) when /dev/kvm is closed to others.
+    if [[ $(id -u) -eq 0 ]] && command -v setpriv >/dev/null &&
+        (((8#$(stat -c %a /dev/kvm) & 6) == 0)); then
+        chmod 755 "$tmp" && chmod 644 "$tmp/ok.bz"
+        expect "no permission on /dev/kvm" 1 "no permission to open /dev/kvm" -- \
+            setpriv --reuid=65534 --regid=65534 --clear-groups "$qlite" run --kernel "$tmp/ok.bz" --mem 64M
+    fi
+fi
+echo "$pass passed, $fail failed"
+[[ $fail -eq 0 ]]
