@@ -1,0 +1,327 @@
+// SPDX-License-Identifier: MIT
+/* `qlite run` option parsing: every error must say what was wrong. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qlite/cli.h"
+
+#define HOST_MEM (8 * GiB)
+#define MAX_CPUS 64
+#define MAX_ARGS 32
+
+/* getopt permutes argv, so each parse gets its own mutable pointer array. */
+static int parse_with(uint64_t host_mem, unsigned int max_cpus, struct run_options *o,
+		      struct qerr *e, const char *const *args)
+{
+	char *argv[MAX_ARGS + 1];
+	int argc = 0;
+
+	while (args[argc]) {
+		assert_true(argc < MAX_ARGS);
+		argv[argc] = (char *)args[argc];
+		argc++;
+	}
+	argv[argc] = NULL;
+	memset(e, 0, sizeof(*e));
+	return cli_parse_run(argc, argv, host_mem, max_cpus, o, e);
+}
+
+#define PARSE(o, e, ...) \
+	parse_with(HOST_MEM, MAX_CPUS, o, e, (const char *const[]){ "run", __VA_ARGS__, NULL })
+
+/* Expect failure @err with a message that mentions @needle. */
+#define EXPECT_ERR(err, needle, ...)                                                       \
+	do {                                                                               \
+		struct run_options o_;                                                     \
+		struct qerr e_;                                                            \
+		int r_ = PARSE(&o_, &e_, __VA_ARGS__);                                     \
+		if (r_ != (err))                                                           \
+			fail_msg("%s: got %d, want %d (msg: %s)", #__VA_ARGS__, r_, (err), \
+				 e_.msg);                                                  \
+		check_msg(&e_, err, needle);                                               \
+	} while (0)
+
+static void check_msg(const struct qerr *e, int err, const char *needle)
+{
+	assert_int_equal(e->errnum, -err);
+	if (!strstr(e->msg, needle))
+		fail_msg("message \"%s\" does not mention \"%s\"", e->msg, needle);
+	/* One line, as the header promises. */
+	assert_null(strchr(e->msg, '\n'));
+}
+
+static void test_full_long(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--initrd", "rd.img", "--cmdline",
+			       "console=ttyS0 quiet", "--mem", "256M", "--cpus", "4", "--no-reboot",
+			       "--console", "none"),
+			 0);
+	assert_string_equal(o.kernel, "bz");
+	assert_string_equal(o.initrd, "rd.img");
+	assert_string_equal(o.cmdline, "console=ttyS0 quiet");
+	assert_true(o.mem_size == 256 * MiB);
+	assert_int_equal(o.ncpus, 4);
+	assert_true(o.no_reboot);
+	assert_false(o.console);
+	assert_false(o.help);
+	assert_int_equal(e.errnum, 0);
+}
+
+static void test_full_equals(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "--kernel=bz", "--initrd=rd", "--cmdline=root=/dev/vda",
+			       "--mem=256M", "--cpus=2", "--console=stdio"),
+			 0);
+	assert_string_equal(o.kernel, "bz");
+	assert_string_equal(o.initrd, "rd");
+	assert_string_equal(o.cmdline, "root=/dev/vda"); /* only the first '=' splits */
+	assert_true(o.mem_size == 256 * MiB);
+	assert_int_equal(o.ncpus, 2);
+	assert_true(o.console);
+}
+
+static void test_short(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "-k", "bz", "-i", "rd", "-a", "x", "-m", "1G", "-c", "8"),
+			 0);
+	assert_string_equal(o.kernel, "bz");
+	assert_string_equal(o.initrd, "rd");
+	assert_string_equal(o.cmdline, "x");
+	assert_true(o.mem_size == GiB);
+	assert_int_equal(o.ncpus, 8);
+
+	/* Values glued to the letter. */
+	assert_int_equal(PARSE(&o, &e, "-kbz", "-m2G", "-c3"), 0);
+	assert_string_equal(o.kernel, "bz");
+	assert_true(o.mem_size == 2 * GiB);
+	assert_int_equal(o.ncpus, 3);
+}
+
+static void test_aliases_and_repeats(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(
+		PARSE(&o, &e, "--kernel", "bz", "--append", "a", "--memory", "64M", "--smp", "2"),
+		0);
+	assert_string_equal(o.cmdline, "a");
+	assert_true(o.mem_size == 64 * MiB);
+	assert_int_equal(o.ncpus, 2);
+
+	/* The last occurrence wins. */
+	assert_int_equal(
+		PARSE(&o, &e, "--kernel", "a", "--mem", "256M", "--kernel", "b", "-m", "1G"), 0);
+	assert_string_equal(o.kernel, "b");
+	assert_true(o.mem_size == GiB);
+}
+
+static void test_defaults(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz"), 0);
+	assert_true(o.mem_size == 512 * MiB);
+	assert_true(o.mem_size == CLI_DEFAULT_MEM);
+	assert_int_equal(o.ncpus, 1);
+	assert_true(o.console);
+	assert_false(o.no_reboot);
+	assert_false(o.help);
+	assert_null(o.initrd);
+	assert_null(o.cmdline);
+}
+
+static void test_limits(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	/* Boundaries are inclusive. */
+	assert_int_equal(PARSE(&o, &e, "-k", "bz", "--mem", "16M", "--cpus", "64"), 0);
+	assert_true(o.mem_size == CLI_MIN_MEM);
+	assert_int_equal(o.ncpus, MAX_CPUS);
+	assert_int_equal(PARSE(&o, &e, "-k", "bz", "--mem", "8G"), 0);
+	assert_true(o.mem_size == HOST_MEM);
+	assert_int_equal(PARSE(&o, &e, "-k", "bz", "--mem", "16781312"), 0); /* 16M + 4K */
+
+	/* 0: the caller could not tell, so nothing is checked. */
+	assert_int_equal(parse_with(0, 0, &o, &e,
+				    (const char *const[]){ "run", "-k", "bz", "--mem", "1T",
+							   "--cpus", "1000", NULL }),
+			 0);
+	assert_true(o.mem_size == 1024 * GiB);
+	assert_int_equal(o.ncpus, 1000);
+}
+
+static void test_mem_errors(void **state)
+{
+	EXPECT_ERR(-EINVAL, "--mem", "--kernel", "bz", "--mem", "0");
+	EXPECT_ERR(-EINVAL, "12X", "--kernel", "bz", "--mem", "12X");
+	EXPECT_ERR(-EINVAL, "8M", "--kernel", "bz", "--mem", "8M");
+	EXPECT_ERR(-EINVAL, "16M", "--kernel", "bz", "--mem", "16777215");
+	EXPECT_ERR(-EINVAL, "4K", "--kernel", "bz", "--mem", "16777217");
+	EXPECT_ERR(-EINVAL, "--mem", "--kernel", "bz", "--mem", "");
+	EXPECT_ERR(-EINVAL, "--mem", "--kernel", "bz", "--mem", "-1G");
+	EXPECT_ERR(-EINVAL, "99999999999T", "--kernel", "bz", "--mem", "99999999999T");
+	EXPECT_ERR(-ENOMEM, "9G", "--kernel", "bz", "--mem", "9G");
+	EXPECT_ERR(-ENOMEM, "8196M", "--kernel", "bz", "-m", "8196M");
+}
+
+static void test_cpus_errors(void **state)
+{
+	EXPECT_ERR(-EINVAL, "--cpus", "--kernel", "bz", "--cpus", "0");
+	EXPECT_ERR(-EINVAL, "abc", "--kernel", "bz", "--cpus", "abc");
+	EXPECT_ERR(-EINVAL, "65", "--kernel", "bz", "--cpus", "65");
+	EXPECT_ERR(-EINVAL, "64", "--kernel", "bz", "--cpus", "65"); /* says the limit */
+	EXPECT_ERR(-EINVAL, "-1", "--kernel", "bz", "-c", "-1");
+	EXPECT_ERR(-EINVAL, "4x", "--kernel", "bz", "--cpus", "4x");
+	EXPECT_ERR(-EINVAL, "--cpus", "--kernel", "bz", "--cpus", "");
+	EXPECT_ERR(-EINVAL, "4294967296", "--kernel", "bz", "--cpus", "4294967296");
+	EXPECT_ERR(-EINVAL, "99999999999999999999", "--kernel", "bz", "--cpus",
+		   "99999999999999999999");
+}
+
+static void test_unknown_option(void **state)
+{
+	EXPECT_ERR(-EINVAL, "--frobnicate", "--kernel", "bz", "--frobnicate");
+	EXPECT_ERR(-EINVAL, "-x", "--kernel", "bz", "-x");
+	EXPECT_ERR(-EINVAL, "--frob", "--frob=1", "--kernel", "bz");
+	/* Ambiguous prefix of --cmdline/--cpus/--console. */
+	EXPECT_ERR(-EINVAL, "--c", "--kernel", "bz", "--c", "1");
+}
+
+/*
+ * A flag given a value (--no-reboot=1): getopt reports '?' with optopt set
+ * to the option's val (OPT_NO_REBOOT = 256, or 'h'), and the message must
+ * still name the option the user typed.
+ */
+static void test_flag_with_value(void **state)
+{
+	EXPECT_ERR(-EINVAL, "--no-reboot", "--kernel", "bz", "--no-reboot=1");
+	EXPECT_ERR(-EINVAL, "--help", "--kernel", "bz", "--help=yes");
+}
+
+static void test_missing_value(void **state)
+{
+	EXPECT_ERR(-EINVAL, "--kernel", "--kernel");
+	EXPECT_ERR(-EINVAL, "--mem", "--kernel", "bz", "--mem");
+	EXPECT_ERR(-EINVAL, "--cpus", "--kernel", "bz", "--cpus");
+	EXPECT_ERR(-EINVAL, "--console", "--kernel", "bz", "--console");
+	EXPECT_ERR(-EINVAL, "-m", "--kernel", "bz", "-m");
+	EXPECT_ERR(-EINVAL, "-k", "-k");
+}
+
+static void test_missing_kernel(void **state)
+{
+	EXPECT_ERR(-EINVAL, "--kernel", "--mem", "256M");
+	EXPECT_ERR(-EINVAL, "--kernel", "--no-reboot", "--cpus", "2");
+
+	{
+		struct run_options o;
+		struct qerr e;
+
+		/* argv is just "run". */
+		assert_int_equal(parse_with(HOST_MEM, MAX_CPUS, &o, &e,
+					    (const char *const[]){ "run", NULL }),
+				 -EINVAL);
+		assert_non_null(strstr(e.msg, "--kernel"));
+	}
+}
+
+static void test_stray_argument(void **state)
+{
+	EXPECT_ERR(-EINVAL, "extra", "--kernel", "bz", "extra");
+	/* getopt permutes: a positional before the options is still caught. */
+	EXPECT_ERR(-EINVAL, "vmlinuz", "vmlinuz", "--kernel", "bz");
+	/* After "--" everything is positional. */
+	EXPECT_ERR(-EINVAL, "--mem", "--kernel", "bz", "--", "--mem");
+}
+
+static void test_console_bad(void **state)
+{
+	EXPECT_ERR(-EINVAL, "bad", "--kernel", "bz", "--console", "bad");
+	EXPECT_ERR(-EINVAL, "--console", "--kernel", "bz", "--console=");
+	EXPECT_ERR(-EINVAL, "STDIO", "--kernel", "bz", "--console", "STDIO");
+}
+
+static void test_help(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	/* Help needs no --kernel and stops parsing. */
+	assert_int_equal(PARSE(&o, &e, "--help"), 0);
+	assert_true(o.help);
+	assert_int_equal(PARSE(&o, &e, "-h"), 0);
+	assert_true(o.help);
+	assert_int_equal(PARSE(&o, &e, "--mem", "256M", "--help", "--bogus"), 0);
+	assert_true(o.help);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz"), 0);
+	assert_false(o.help);
+	assert_non_null(strstr(cli_run_usage, "--kernel"));
+}
+
+/* getopt keeps state between calls; every parse must start afresh. */
+static void test_repeated_parsing(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+	unsigned int i;
+
+	for (i = 0; i < 3; i++) {
+		/* Stop in the middle of a short-option cluster... */
+		assert_int_equal(PARSE(&o, &e, "-hm", "1G"), 0);
+		assert_true(o.help);
+		/* ...and after an error part-way through argv. */
+		EXPECT_ERR(-EINVAL, "-x", "-k", "a", "-x", "-m", "2G");
+		EXPECT_ERR(-EINVAL, "--kernel", "--kernel");
+		EXPECT_ERR(-EINVAL, "stray", "-k", "a", "stray");
+
+		assert_int_equal(PARSE(&o, &e, "-k", "bz", "--no-reboot"), 0);
+		assert_string_equal(o.kernel, "bz");
+		assert_true(o.no_reboot);
+		assert_true(o.mem_size == CLI_DEFAULT_MEM);
+		assert_false(o.help);
+
+		/* Nothing leaks from the previous parse. */
+		assert_int_equal(PARSE(&o, &e, "--kernel", "other", "-c", "2"), 0);
+		assert_string_equal(o.kernel, "other");
+		assert_false(o.no_reboot);
+		assert_int_equal(o.ncpus, 2);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full_long),      cmocka_unit_test(test_full_equals),
+		cmocka_unit_test(test_short),	       cmocka_unit_test(test_aliases_and_repeats),
+		cmocka_unit_test(test_defaults),       cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_mem_errors),     cmocka_unit_test(test_cpus_errors),
+		cmocka_unit_test(test_unknown_option), cmocka_unit_test(test_flag_with_value),
+		cmocka_unit_test(test_missing_value),  cmocka_unit_test(test_missing_kernel),
+		cmocka_unit_test(test_stray_argument), cmocka_unit_test(test_console_bad),
+		cmocka_unit_test(test_help),	       cmocka_unit_test(test_repeated_parsing),
+	};
+
+	/* Permutation (positional arguments anywhere) is what users expect. */
+	unsetenv("POSIXLY_CORRECT");
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
