@@ -140,8 +140,12 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 		case ':':
 			return qerr_set(e, EINVAL, "option %s needs a value", argv[optind - 1]);
 		default:
-			if (optopt)
+			/* optopt is a short option's letter, or a long option's value. */
+			if (optopt > 0 && optopt < 256 && argv[optind - 1][1] != '-')
 				return qerr_set(e, EINVAL, "unknown option -%c", optopt);
+			if (optopt)
+				return qerr_set(e, EINVAL, "option %s takes no value",
+						argv[optind - 1]);
 			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
 		}
 	}
@@ -149,5 +153,7 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
 	if (!o->kernel)
 		return qerr_set(e, EINVAL, "--kernel is required");
+	if (!*o->kernel || (o->initrd && !*o->initrd))
+		return qerr_set(e, EINVAL, "--%s needs a file name", *o->kernel ? "initrd" : "kernel");
 	return 0;
 }

@@ -258,7 +258,8 @@ int acpi_build(uint8_t *buf, size_t len, uint64_t gpa, const struct acpi_config 
 	uint32_t r32[2];
 	uint64_t x64[2];
 
-	if (!cfg || cfg->ncpus == 0 || cfg->ncpus > 255 || gpa + len > 0xffffffffull)
+	if (!cfg || cfg->ncpus == 0 || cfg->ncpus > 255 || gpa > 0xffffffffull ||
+	    len > 0x100000000ull - gpa)
 		return -EINVAL;
 	rsdp = acpi_alloc(&b, sizeof(struct acpi_rsdp));
 	if (rsdp < 0)

@@ -41,6 +41,8 @@ int bzimage_parse(const uint8_t *img, size_t len, struct bzimage_info *info, str
 	info->setup_size = (setup_sects + 1) * 512;
 	if (info->setup_size >= len)
 		return qerr_set(e, ENOEXEC, "kernel image is truncated (setup code runs past end)");
+	if (len - info->setup_size > UINT32_MAX)
+		return qerr_set(e, EFBIG, "kernel image is larger than 4 GiB");
 	info->kernel_size = len - info->setup_size;
 	/* syssize counts 16-byte paragraphs of the protected-mode part. */
 	if ((uint64_t)h.syssize * 16 > info->kernel_size)

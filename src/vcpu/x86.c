@@ -124,9 +124,10 @@ static int vcpu_setup_msrs(struct vcpu *v)
 		{ MSR_MTRR_DEF_TYPE, (1u << 11) | 6 },
 	};
 	struct kvm_msr_list probe = { .nmsrs = 0 }, *list = NULL;
-	struct {
+	/* kvm_msrs ends in a flexible array: give it room in a plain buffer. */
+	union {
 		struct kvm_msrs hdr;
-		struct kvm_msr_entry e[ARRAY_SIZE(init)];
+		uint8_t raw[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry) * ARRAY_SIZE(init)];
 	} msrs;
 	unsigned int i, n = 0;
 	int ret = 0;
@@ -146,8 +147,8 @@ static int vcpu_setup_msrs(struct vcpu *v)
 	for (i = 0; i < ARRAY_SIZE(init); i++) {
 		if (list && !msr_supported(list, init[i].index))
 			continue;
-		msrs.e[n].index = init[i].index;
-		msrs.e[n].data = init[i].value;
+		msrs.hdr.entries[n].index = init[i].index;
+		msrs.hdr.entries[n].data = init[i].value;
 		n++;
 	}
 	msrs.hdr.nmsrs = n;
