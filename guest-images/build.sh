@@ -6,6 +6,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=guest-images/lib.sh
 . "$here/lib.sh"
 
 out=${QLITE_GUEST_DIR:-$QLITE_ROOT/build/guest}
@@ -17,16 +18,16 @@ compress=${QLITE_GUEST_INITRD_COMPRESS:-gzip}
 
 # virtio drivers for both transports (qlite: PCI; QEMU microvm: MMIO). Their
 # dependencies come from modules.dep.
-modules="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
- virtio_mmio virtio_blk virtio_net failover net_failover virtio_console virtio_rng
- virtio_balloon"
+modules=(virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+    virtio_mmio virtio_blk virtio_net failover net_failover virtio_console virtio_rng
+    virtio_balloon)
 
 kver=$(kernel_version)
 bbver=$(pkg_version busybox-static)
 
 # Everything the result depends on; a changed stamp means rebuild.
 stamp=$(printf '%s\n' "$kver" "$(pkg_version "linux-image-$kver")" "$bbver" \
-    "$compress" "$modules" "${QLITE_GUEST_NO_DBG:-0}" | cat - "$here/build.sh" "$here/lib.sh" "$here/init" |
+    "$compress" "${modules[*]}" "${QLITE_GUEST_NO_DBG:-0}" | cat - "$here/build.sh" "$here/lib.sh" "$here/init" |
     sha256sum | cut -d' ' -f1)
 if [[ -e $out/.stamp && $(cat "$out/.stamp") == "$stamp" &&
       -s $out/vmlinuz && -s $out/initrd.img && -s $out/System.map ]]; then
@@ -42,7 +43,7 @@ stage=$out/.initrd-root
 rm -rf "$stage"
 mkdir -p "$stage"/{proc,sys,dev,tmp,run,root,etc,mnt}
 install_busybox "$bb" "$stage"
-install_modules "$kdir/lib/modules/$kver" "$stage" "$kver" $modules
+install_modules "$kdir/lib/modules/$kver" "$stage" "$kver" "${modules[@]}"
 install -m 0755 "$here/init" "$stage/init"
 echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
 echo "qlite-guest" >"$stage/etc/hostname"

@@ -34,8 +34,8 @@ qemu_common=(-enable-kvm -cpu host -m "$mem" -smp "$cpus"
 qemu_cmd=(qemu-system-x86_64 -M microvm "${qemu_common[@]}")
 # The memory reference: guest RAM in a memfd like qlite's, so VmRSS - RssShmem
 # compares like with like.
-qemu_memfd_cmd=(qemu-system-x86_64 -M microvm,memory-backend=ram
-    -object memory-backend-memfd,id=ram,size=${mem}M "${qemu_common[@]}")
+qemu_memfd_cmd=(qemu-system-x86_64 -M "microvm,memory-backend=ram"
+    -object "memory-backend-memfd,id=ram,size=${mem}M" "${qemu_common[@]}")
 vmms="qlite qemu"
 [[ ${BENCH_QEMU_MEMFD:-1} == 1 ]] && vmms+=" qemu-memfd"
 
@@ -48,7 +48,8 @@ res=/tmp/bench.results
 vmm_pid() {
     local c
     if [[ $(cat /proc/"$1"/comm 2>/dev/null) == timeout ]]; then
-        for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; return; done
+        c=$(cat /proc/"$1"/task/*/children 2>/dev/null | awk '{ print $1; exit }')
+        if [[ -n $c ]]; then echo "$c"; return; fi
     fi
     echo "$1"
 }
@@ -68,7 +69,7 @@ mem_sample() {
 one_run() {
     local name=$1 i=$2; shift 2
     local log=/tmp/bench-$name-$i.log st=/tmp/bench-$name-$i.mem fifo=/tmp/bench.fifo
-    local t0 t_m= t_e up= line now pid rc sampler=
+    local t0 t_m='' t_e up='' line now pid rc sampler=''
     rm -f "$fifo" "$st"; mkfifo "$fifo"
     t0=$EPOCHREALTIME
     timeout -k 5 120 "$@" </dev/null >"$fifo" 2>&1 &
@@ -91,7 +92,7 @@ one_run() {
     done <"$fifo"
     set +e; wait "$pid"; rc=$?; set -e
     t_e=$EPOCHREALTIME
-    [[ -n $sampler ]] && wait "$sampler" || true
+    if [[ -n $sampler ]]; then wait "$sampler" || true; fi
     rm -f "$fifo"
     if [[ -z $t_m ]]; then
         echo "bench: $name run $i: NO MARKER (exit status $rc); console:"; sed 's/^/  | /' "$log"

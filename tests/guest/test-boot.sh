@@ -2,6 +2,7 @@
 # The default guest boots to its marker with 1 and 2 vCPUs, sees that many
 # CPUs, and its poweroff makes the VMM exit 0.
 set -euo pipefail
+# shellcheck source=tests/guest/lib/vm.sh
 . "$(dirname "$0")/lib/vm.sh"
 
 for cpus in 1 2; do

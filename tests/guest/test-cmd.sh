@@ -2,6 +2,7 @@
 # A command passed on the kernel command line (qlite.cmd=...) runs in the guest;
 # its output and exit status reach the console.
 set -euo pipefail
+# shellcheck source=tests/guest/lib/vm.sh
 . "$(dirname "$0")/lib/vm.sh"
 
 kver=$(cat /guest/VERSION 2>/dev/null || echo unknown)

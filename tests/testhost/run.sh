@@ -11,6 +11,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here=$root/tests/testhost
+# shellcheck source=guest-images/lib.sh
 . "$root/guest-images/lib.sh"
 
 usage() { sed -n '6,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -49,10 +50,10 @@ kver=$(cat "$guest/VERSION")
 kdir=$(fetch_kernel "$kver")
 bb=$(fetch_busybox)
 # kvm + kvm-amd + irqbypass for KVM; tun/veth/bridge for networking tests.
-host_modules="irqbypass kvm kvm_amd tun veth bridge"
+host_modules=(irqbypass kvm kvm_amd tun veth bridge)
 
 # --- base archive: busybox, bash, modules, /init (cached) -------------------
-base_stamp=$(printf '%s\n' "$kver" "$bb" "$host_modules" "$(sha256sum "$(command -v bash)")" |
+base_stamp=$(printf '%s\n' "$kver" "$bb" "${host_modules[*]}" "$(sha256sum "$(command -v bash)")" |
     cat - "$here/init" "$here/run.sh" "$root/guest-images/lib.sh" | sha256sum | cut -c1-16)
 base=$out/base-$base_stamp.cpio
 if [[ ! -s $base ]]; then
@@ -61,7 +62,7 @@ if [[ ! -s $base ]]; then
     stage=$out/.base-root
     rm -rf "$stage"; mkdir -p "$stage"/{proc,sys,dev,tmp,run,root,etc/testhost,mnt,qlite}
     install_busybox "$bb" "$stage"
-    install_modules "$kdir/lib/modules/$kver" "$stage" "$kver" $host_modules
+    install_modules "$kdir/lib/modules/$kver" "$stage" "$kver" "${host_modules[@]}"
     # Scripts run in the test host are bash (set -euo pipefail); busybox is the rest.
     rm -f "$stage/bin/bash"
     install_elf "$(realpath "$(command -v bash)")" "$stage" /bin/bash
@@ -126,9 +127,12 @@ chmod +x "$stage/qlite/$rel"
     echo "QLITE_TESTHOST=1"
     for e in "${envs[@]}"; do printf '%s=%q\n' "${e%%=*}" "${e#*=}"; done
 } >"$stage/etc/testhost/env"
+# A script without #! runs under bash (exec would fail with ENOEXEC).
+interp=()
+[[ $(head -c2 "$script") == '#!' ]] || interp=(/bin/bash)
 {
     printf 'exec'
-    printf ' %q' "/qlite/$rel" "$@"
+    printf ' %q' "${interp[@]}" "/qlite/$rel" "$@"
     echo
 } >"$stage/etc/testhost/cmd"
 run_cpio=$out/run.cpio
