@@ -26,6 +26,8 @@ const char cli_run_usage[] =
 	"  -i, --initrd FILE     initial ramdisk\n"
 	"  -a, --cmdline TEXT    kernel command line\n"
 	"  -m, --mem SIZE        guest RAM, e.g. 256M, 2G (default 512M); binary units\n"
+	"      --mem-backend B   anon (default: private memory, transparent huge pages)\n"
+	"                        or memfd (shareable with other processes)\n"
 	"  -c, --cpus N          number of vCPUs (default 1)\n"
 	"      --no-reboot       exit (status 0) when the guest reboots, instead of\n"
 	"                        restarting it\n"
@@ -45,6 +47,7 @@ const char cli_run_usage[] =
 enum {
 	OPT_NO_REBOOT = 256,
 	OPT_CONSOLE,
+	OPT_MEM_BACKEND,
 };
 
 static const struct option run_longopts[] = {
@@ -58,6 +61,7 @@ static const struct option run_longopts[] = {
 	{ "smp", required_argument, NULL, 'c' },
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
+	{ "mem-backend", required_argument, NULL, OPT_MEM_BACKEND },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -91,6 +95,7 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 
 	memset(o, 0, sizeof(*o));
 	o->mem_size = CLI_DEFAULT_MEM;
+	o->mem_backend = MEM_BACKEND_ANON;
 	o->ncpus = 1;
 	o->console = true;
 	optind = 0; /* glibc: full re-initialisation, so tests can parse repeatedly */
@@ -124,6 +129,11 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			break;
 		case OPT_NO_REBOOT:
 			o->no_reboot = true;
+			break;
+		case OPT_MEM_BACKEND:
+			if (mem_backend_parse(optarg, &o->mem_backend))
+				return qerr_set(e, EINVAL, "--mem-backend %s: expected anon or memfd",
+						optarg);
 			break;
 		case OPT_CONSOLE:
 			if (!strcmp(optarg, "stdio"))

@@ -111,6 +111,7 @@ static int cmd_run(int argc, char **argv)
 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.mem_size = o.mem_size;
+	cfg.mem_backend = o.mem_backend;
 	cfg.ncpus = o.ncpus;
 	cfg.kernel = o.kernel;
 	cfg.initrd = o.initrd;

@@ -6,39 +6,58 @@
 
 #include "qlite/mem.h"
 
-int mem_init(struct guest_mem *m, uint64_t ram_size, struct qerr *e)
+int mem_backend_parse(const char *s, enum mem_backend *out)
+{
+	if (!strcmp(s, "anon"))
+		*out = MEM_BACKEND_ANON;
+	else if (!strcmp(s, "memfd"))
+		*out = MEM_BACKEND_MEMFD;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int mem_map(struct guest_mem *m, uint64_t ram_size, struct qerr *e)
+{
+	int flags = MAP_NORESERVE; /* backed only when the guest touches it */
+
+	if (m->backend == MEM_BACKEND_MEMFD) {
+		m->memfd = memfd_create("qlite-ram", MFD_CLOEXEC);
+		if (m->memfd < 0)
+			return qerr_set(e, errno, "memfd_create: %s", strerror(errno));
+		if (ftruncate(m->memfd, ram_size) < 0)
+			return qerr_set(e, errno, "cannot size guest RAM to %llu bytes: %s",
+					(unsigned long long)ram_size, strerror(errno));
+		flags |= MAP_SHARED;
+	} else {
+		flags |= MAP_PRIVATE | MAP_ANONYMOUS;
+	}
+	m->base = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, flags, m->memfd, 0);
+	if (m->base == MAP_FAILED) {
+		m->base = NULL;
+		return qerr_set(e, errno, "cannot map %llu bytes of guest RAM: %s",
+				(unsigned long long)ram_size, strerror(errno));
+	}
+	/* Huge pages let KVM map the guest 2 MiB at a time; advisory. */
+	madvise(m->base, ram_size, MADV_HUGEPAGE);
+	return 0;
+}
+
+int mem_init(struct guest_mem *m, uint64_t ram_size, enum mem_backend backend, struct qerr *e)
 {
 	uint64_t low;
+	int ret;
 
 	memset(m, 0, sizeof(*m));
 	m->memfd = -1;
+	m->backend = backend;
 	if (ram_size == 0 || ram_size % (4 * KiB))
 		return qerr_set(e, EINVAL, "memory size must be a non-zero multiple of 4 KiB");
-
-	m->memfd = memfd_create("qlite-ram", MFD_CLOEXEC);
-	if (m->memfd < 0)
-		return qerr_set(e, errno, "memfd_create: %s", strerror(errno));
-	if (ftruncate(m->memfd, ram_size) < 0) {
-		int err = errno;
-
-		close(m->memfd);
-		m->memfd = -1;
-		return qerr_set(e, err, "cannot size guest RAM to %llu bytes: %s",
-				(unsigned long long)ram_size, strerror(err));
+	ret = mem_map(m, ram_size, e);
+	if (ret) {
+		mem_destroy(m);
+		return ret;
 	}
-	/* MAP_NORESERVE: pages are only backed when the guest touches them. */
-	m->base = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-		       m->memfd, 0);
-	if (m->base == MAP_FAILED) {
-		int err = errno;
-
-		m->base = NULL;
-		close(m->memfd);
-		m->memfd = -1;
-		return qerr_set(e, err, "cannot map %llu bytes of guest RAM: %s",
-				(unsigned long long)ram_size, strerror(err));
-	}
-	madvise(m->base, ram_size, MADV_MERGEABLE);
 	m->ram_size = ram_size;
 
 	low = MIN(ram_size, MEM_32BIT_GAP_START);
@@ -59,6 +78,7 @@ void mem_destroy(struct guest_mem *m)
 {
 	if (m->base)
 		munmap(m->base, m->ram_size);
+	m->ram_size = 0;
 	if (m->memfd >= 0)
 		close(m->memfd);
 	m->base = NULL;

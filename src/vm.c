@@ -143,7 +143,7 @@ static int vm_setup_memory(struct vm *vm, struct qerr *e)
 	unsigned int i;
 	int ret;
 
-	ret = mem_init(&vm->mem, vm->cfg.mem_size, e);
+	ret = mem_init(&vm->mem, vm->cfg.mem_size, vm->cfg.mem_backend, e);
 	if (ret)
 		return ret;
 	for (i = 0; i < vm->mem.nr_regions; i++) {

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "qlite/mem.h"
 #include "qlite/util.h"
 
 #define CLI_DEFAULT_MEM (512 * MiB)
@@ -15,6 +16,7 @@ struct run_options {
 	const char *initrd;
 	const char *cmdline;
 	uint64_t mem_size;
+	enum mem_backend mem_backend;
 	unsigned int ncpus;
 	bool no_reboot;
 	bool console; /* false: --console none */

@@ -28,6 +28,7 @@ enum vm_stop_reason {
 
 struct vm_config {
 	uint64_t mem_size;
+	enum mem_backend mem_backend;
 	unsigned int ncpus;
 	const char *kernel;
 	const char *initrd;

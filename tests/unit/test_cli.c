@@ -146,6 +146,19 @@ static void test_defaults(void **state)
 	assert_false(o.help);
 	assert_null(o.initrd);
 	assert_null(o.cmdline);
+	assert_int_equal(o.mem_backend, MEM_BACKEND_ANON);
+}
+
+static void test_mem_backend(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--mem-backend", "memfd"), 0);
+	assert_int_equal(o.mem_backend, MEM_BACKEND_MEMFD);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--mem-backend=anon"), 0);
+	assert_int_equal(o.mem_backend, MEM_BACKEND_ANON);
+	EXPECT_ERR(-EINVAL, "--mem-backend shm", "--kernel", "bz", "--mem-backend", "shm");
 }
 
 static void test_limits(void **state)
@@ -313,7 +326,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full_long),      cmocka_unit_test(test_full_equals),
 		cmocka_unit_test(test_short),	       cmocka_unit_test(test_aliases_and_repeats),
-		cmocka_unit_test(test_defaults),       cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_defaults), cmocka_unit_test(test_mem_backend),       cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_mem_errors),     cmocka_unit_test(test_cpus_errors),
 		cmocka_unit_test(test_unknown_option), cmocka_unit_test(test_flag_with_value),
 		cmocka_unit_test(test_missing_value),  cmocka_unit_test(test_missing_kernel),

@@ -25,14 +25,14 @@ struct fixture {
 	struct guest_mem m;
 };
 
-static int setup_mem(void **state, uint64_t size)
+static int setup_mem(void **state, uint64_t size, enum mem_backend backend)
 {
 	struct fixture *f = test_calloc(1, sizeof(*f));
 	struct qerr e = { 0 };
 
 	if (!f)
 		return -1;
-	if (mem_init(&f->m, size, &e)) {
+	if (mem_init(&f->m, size, backend, &e)) {
 		print_error("mem_init(%llu): %s\n", (unsigned long long)size, e.msg);
 		test_free(f);
 		return -1;
@@ -43,12 +43,44 @@ static int setup_mem(void **state, uint64_t size)
 
 static int setup_small(void **state)
 {
-	return setup_mem(state, RAM_SMALL);
+	return setup_mem(state, RAM_SMALL, MEM_BACKEND_MEMFD);
 }
 
 static int setup_big(void **state)
 {
-	return setup_mem(state, RAM_BIG);
+	return setup_mem(state, RAM_BIG, MEM_BACKEND_MEMFD);
+}
+
+/* The default backend: same layout and translation, no fd. */
+static int setup_small_anon(void **state)
+{
+	return setup_mem(state, RAM_SMALL, MEM_BACKEND_ANON);
+}
+
+static int setup_big_anon(void **state)
+{
+	return setup_mem(state, RAM_BIG, MEM_BACKEND_ANON);
+}
+
+static void test_anon_has_no_fd(void **state)
+{
+	struct guest_mem *m = &((struct fixture *)*state)->m;
+
+	assert_int_equal(m->backend, MEM_BACKEND_ANON);
+	assert_int_equal(m->memfd, -1);
+	assert_non_null(m->base);
+}
+
+static void test_backend_parse(void **state)
+{
+	enum mem_backend b;
+
+	assert_int_equal(mem_backend_parse("anon", &b), 0);
+	assert_int_equal(b, MEM_BACKEND_ANON);
+	assert_int_equal(mem_backend_parse("memfd", &b), 0);
+	assert_int_equal(b, MEM_BACKEND_MEMFD);
+	assert_int_equal(mem_backend_parse("hugetlb", &b), -EINVAL);
+	assert_int_equal(mem_backend_parse("", &b), -EINVAL);
 }
 
 static int teardown(void **state)
@@ -94,7 +126,7 @@ static void test_layout_exactly_3g(void **state)
 {
 	struct guest_mem m;
 
-	assert_int_equal(mem_init(&m, 3 * GiB, NULL), 0);
+	assert_int_equal(mem_init(&m, 3 * GiB, MEM_BACKEND_MEMFD, NULL), 0);
 	assert_int_equal(m.nr_regions, 1);
 	assert_true(m.regions[0].size == 3 * GiB);
 	assert_null(mem_gpa_to_hva(&m, 3 * GiB, 1));
@@ -108,13 +140,13 @@ static void test_init_invalid(void **state)
 	struct guest_mem m;
 	struct qerr e = { 0 };
 
-	assert_int_equal(mem_init(&m, 0, &e), -EINVAL);
+	assert_int_equal(mem_init(&m, 0, MEM_BACKEND_MEMFD, &e), -EINVAL);
 	assert_true(e.msg[0] != '\0');
 	assert_int_equal(m.memfd, -1);
 	mem_destroy(&m); /* safe after a failed init */
 
-	assert_int_equal(mem_init(&m, 4 * KiB + 1, NULL), -EINVAL);
-	assert_int_equal(mem_init(&m, 16 * MiB - 2048, NULL), -EINVAL);
+	assert_int_equal(mem_init(&m, 4 * KiB + 1, MEM_BACKEND_ANON, NULL), -EINVAL);
+	assert_int_equal(mem_init(&m, 16 * MiB - 2048, MEM_BACKEND_MEMFD, NULL), -EINVAL);
 	assert_null(m.base);
 	mem_destroy(&m);
 }
@@ -254,6 +286,11 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gpa_big_hole, setup_big, teardown),
 		cmocka_unit_test_setup_teardown(test_read_write, setup_small, teardown),
 		cmocka_unit_test_setup_teardown(test_read_write_high, setup_big, teardown),
+		cmocka_unit_test_setup_teardown(test_anon_has_no_fd, setup_small_anon, teardown),
+		cmocka_unit_test_setup_teardown(test_gpa_inside, setup_small_anon, teardown),
+		cmocka_unit_test_setup_teardown(test_gpa_big_hole, setup_big_anon, teardown),
+		cmocka_unit_test_setup_teardown(test_read_write, setup_small_anon, teardown),
+		cmocka_unit_test(test_backend_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

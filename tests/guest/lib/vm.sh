@@ -15,6 +15,7 @@ n_fail=0
 VM_LOG=
 VM_RC=
 VM_SECS=
+QLITE_ARGS=()
 
 pass() { echo "PASS: $test_name: $*"; n_pass=$((n_pass + 1)); }
 fail() { echo "FAIL: $test_name: $*"; n_fail=$((n_fail + 1)); }
@@ -27,6 +28,7 @@ check() {
 
 # vm_run NAME CPUS MEM_MB EXTRA_CMDLINE: boot the default guest, console to
 # $VM_LOG; sets VM_RC (VMM exit status) and VM_SECS (wall time).
+# QLITE_ARGS (array) adds qlite options for one call.
 vm_run() {
     local name=$1 cpus=$2 mem=$3 extra=$4 cmdline t0 t1
     VM_LOG=/tmp/$test_name-$name.log
@@ -41,7 +43,7 @@ vm_run() {
         else
             timeout -k 5 "$VM_TIMEOUT" "$QLITE" run --kernel "$GUEST_KERNEL" \
                 --initrd "$GUEST_INITRD" --cmdline "$cmdline" --mem "${mem}M" \
-                --cpus "$cpus" </dev/null >"$VM_LOG" 2>&1
+                --cpus "$cpus" "${QLITE_ARGS[@]}" </dev/null >"$VM_LOG" 2>&1
             VM_RC=$?
         fi ;;
     qemu)
