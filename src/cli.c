@@ -11,6 +11,11 @@ const char cli_main_usage[] =
 	"\n"
 	"Commands:\n"
 	"  run         boot a Linux guest (qlite run --help for options)\n"
+	"  status      show a running VM's state          (these take --qmp PATH)\n"
+	"  pause       pause a VM's vCPUs\n"
+	"  resume      resume a paused (or -S) VM\n"
+	"  powerdown   press the ACPI power button: the guest shuts down\n"
+	"  quit        stop a VM at once\n"
 	"  help        show this text\n"
 	"  version     print the version\n"
 	"\n"
@@ -32,6 +37,12 @@ const char cli_run_usage[] =
 	"      --no-reboot       exit (status 0) when the guest reboots, instead of\n"
 	"                        restarting it\n"
 	"      --console MODE    stdio (default) or none\n"
+	"  -S, --paused          create the VM with vCPUs paused; QMP 'cont' starts it\n"
+	"      --qmp SPEC        QMP control socket: unix:PATH[,server=on][,wait=off]\n"
+	"                        or fd:N (an inherited listening socket, as libvirt\n"
+	"                        passes it); wait=on waits for a client before the\n"
+	"                        guest runs (default wait=off)\n"
+	"      --name NAME       VM name (QMP query-name)\n"
 	"  -h, --help            this text\n"
 	"\n"
 	"Options also take the --opt=value form.\n"
@@ -48,6 +59,9 @@ enum {
 	OPT_NO_REBOOT = 256,
 	OPT_CONSOLE,
 	OPT_MEM_BACKEND,
+	OPT_QMP,
+	OPT_NAME,
+	OPT_JSON,
 };
 
 static const struct option run_longopts[] = {
@@ -62,6 +76,9 @@ static const struct option run_longopts[] = {
 	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
 	{ "console", required_argument, NULL, OPT_CONSOLE },
 	{ "mem-backend", required_argument, NULL, OPT_MEM_BACKEND },
+	{ "paused", no_argument, NULL, 'S' },
+	{ "qmp", required_argument, NULL, OPT_QMP },
+	{ "name", required_argument, NULL, OPT_NAME },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -100,7 +117,7 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 	o->console = true;
 	optind = 0; /* glibc: full re-initialisation, so tests can parse repeatedly */
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":k:i:a:m:c:h", run_longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":k:i:a:m:c:hS", run_longopts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
 			o->kernel = optarg;
@@ -129,6 +146,15 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			break;
 		case OPT_NO_REBOOT:
 			o->no_reboot = true;
+			break;
+		case 'S':
+			o->paused = true;
+			break;
+		case OPT_QMP:
+			o->qmp = optarg;
+			break;
+		case OPT_NAME:
+			o->name = optarg;
 			break;
 		case OPT_MEM_BACKEND:
 			if (mem_backend_parse(optarg, &o->mem_backend))
@@ -165,5 +191,72 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 		return qerr_set(e, EINVAL, "--kernel is required");
 	if (!*o->kernel || (o->initrd && !*o->initrd))
 		return qerr_set(e, EINVAL, "--%s needs a file name", *o->kernel ? "initrd" : "kernel");
+	return 0;
+}
+
+const char cli_client_usage[] =
+	"Usage: qlite status|pause|resume|powerdown|quit --qmp PATH [--json]\n"
+	"\n"
+	"Talk to a running qlite over its QMP socket (qlite run --qmp unix:PATH).\n"
+	"  status      the VM's run state (running, paused, prelaunch, ...)\n"
+	"  pause       pause all vCPUs (QMP stop)\n"
+	"  resume      resume them (QMP cont)\n"
+	"  powerdown   ACPI power button press (QMP system_powerdown)\n"
+	"  quit        end the VM now (QMP quit)\n"
+	"\n"
+	"  --qmp PATH  the socket (unix:PATH also accepted)\n"
+	"  --json      print the QMP reply as JSON, for scripts\n"
+	"\n"
+	"Exit status: 0 on success, 1 on a bad option, an unreachable socket or an\n"
+	"error reply (its message is printed).\n";
+
+static const char *const client_commands[] = { "status", "pause", "resume", "powerdown", "quit" };
+
+bool cli_is_client_command(const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(client_commands); i++)
+		if (!strcmp(name, client_commands[i]))
+			return true;
+	return false;
+}
+
+static const struct option client_longopts[] = {
+	{ "qmp", required_argument, NULL, OPT_QMP },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+int cli_parse_client(int argc, char **argv, struct client_options *o, struct qerr *e)
+{
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->command = argv[0];
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", client_longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_QMP:
+			o->qmp = optarg;
+			break;
+		case OPT_JSON:
+			o->json = true;
+			break;
+		case 'h':
+			o->help = true;
+			return 0;
+		case ':':
+			return qerr_set(e, EINVAL, "option %s needs a value", argv[optind - 1]);
+		default:
+			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (!o->qmp || !*o->qmp)
+		return qerr_set(e, EINVAL, "--qmp PATH is required");
 	return 0;
 }

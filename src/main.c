@@ -12,6 +12,8 @@
 
 #include "qlite/boot.h"
 #include "qlite/cli.h"
+#include "qlite/client.h"
+#include "qlite/ctl.h"
 #include "version.h"
 #include "qlite/vm.h"
 
@@ -77,12 +79,20 @@ static int signals_setup(void)
 	return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }
 
+static int linux_boot(struct vm *vm, void *opaque, struct qerr *e)
+{
+	(void)opaque;
+	return linux_boot_setup(vm, e);
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct run_options o;
-	struct vm_config cfg;
+	struct ctl_config cfg;
+	struct ctl *ctl;
 	struct sysinfo si;
 	struct qerr e = { 0 };
+	enum vm_stop_reason why;
 	uint64_t host_mem = 0;
 	int sfd, ret;
 
@@ -110,58 +120,61 @@ static int cmd_run(int argc, char **argv)
 	sfd = signals_setup();
 
 	memset(&cfg, 0, sizeof(cfg));
-	cfg.mem_size = o.mem_size;
-	cfg.mem_backend = o.mem_backend;
-	cfg.ncpus = o.ncpus;
-	cfg.kernel = o.kernel;
-	cfg.initrd = o.initrd;
-	cfg.cmdline = o.cmdline;
-	cfg.no_reboot = o.no_reboot;
-	cfg.console_in = o.console ? STDIN_FILENO : -1;
-	cfg.console_out = o.console ? STDOUT_FILENO : -1;
-	cfg.signal_fd = sfd;
+	cfg.vm.mem_size = o.mem_size;
+	cfg.vm.mem_backend = o.mem_backend;
+	cfg.vm.ncpus = o.ncpus;
+	cfg.vm.kernel = o.kernel;
+	cfg.vm.initrd = o.initrd;
+	cfg.vm.cmdline = o.cmdline;
+	cfg.vm.no_reboot = o.no_reboot;
+	cfg.vm.console_in = o.console ? STDIN_FILENO : -1;
+	cfg.vm.console_out = o.console ? STDOUT_FILENO : -1;
+	cfg.start_paused = o.paused;
+	cfg.boot = linux_boot;
+	cfg.qmp = o.qmp;
+	cfg.name = o.name;
 
-	for (;;) {
-		enum vm_stop_reason why;
-		struct vm *vm;
-
-		memset(&e, 0, sizeof(e));
-		ret = vm_create(&cfg, &vm, &e);
-		if (ret) {
-			fprintf(stderr, "qlite run: %s\n", e.msg);
-			return EXIT_SETUP;
-		}
-		ret = linux_boot_setup(vm, &e);
-		if (ret) {
-			fprintf(stderr, "qlite run: %s\n", e.msg);
-			vm_destroy(vm);
-			return EXIT_SETUP;
-		}
-		if (o.console)
-			tty_make_raw();
-		ret = vm_start(vm);
-		if (ret)
-			log_msg("cannot start vCPU threads: %s", strerror(-ret));
-		why = vm_run_loop(vm);
-		vm_destroy(vm);
-		switch (why) {
-		case VM_STOP_POWEROFF:
-		case VM_STOP_QUIT:
-			return EXIT_OK;
-		case VM_STOP_RESET:
-			if (cfg.no_reboot) {
-				log_msg("guest reset; exiting (--no-reboot)");
-				return EXIT_OK;
-			}
-			continue; /* a fresh VM from the same configuration */
-		case VM_STOP_GUEST_CRASH:
-			log_msg("guest crashed; exiting");
-			return EXIT_GUEST_CRASH;
-		default:
-			log_msg("VMM failure; exiting");
-			return EXIT_GUEST_CRASH;
-		}
+	ret = ctl_create(&cfg, &ctl, &e);
+	if (ret) {
+		fprintf(stderr, "qlite run: %s\n", e.msg);
+		return EXIT_SETUP;
 	}
+	if (sfd >= 0)
+		ctl_watch_signals(ctl, sfd);
+	if (o.console)
+		tty_make_raw();
+	why = ctl_run(ctl);
+	ctl_destroy(ctl);
+	switch (why) {
+	case VM_STOP_POWEROFF:
+	case VM_STOP_QUIT:
+		return EXIT_OK;
+	case VM_STOP_RESET: /* only returns with --no-reboot */
+		log_msg("guest reset; exiting (--no-reboot)");
+		return EXIT_OK;
+	case VM_STOP_GUEST_CRASH:
+		log_msg("guest crashed; exiting");
+		return EXIT_GUEST_CRASH;
+	default:
+		log_msg("VMM failure; exiting");
+		return EXIT_GUEST_CRASH;
+	}
+}
+
+static int cmd_client(int argc, char **argv)
+{
+	struct client_options o;
+	struct qerr e = { 0 };
+
+	if (cli_parse_client(argc, argv, &o, &e)) {
+		fprintf(stderr, "qlite %s: %s\n(see qlite %s --help)\n", argv[0], e.msg, argv[0]);
+		return EXIT_SETUP;
+	}
+	if (o.help) {
+		fputs(cli_client_usage, stdout);
+		return EXIT_OK;
+	}
+	return client_run(&o);
 }
 
 int main(int argc, char **argv)
@@ -172,6 +185,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "run"))
 		return cmd_run(argc - 1, argv + 1);
+	if (cli_is_client_command(argv[1]))
+		return cmd_client(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(cli_main_usage, stdout);
 		return EXIT_OK;

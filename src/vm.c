@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "qlite/devices.h"
@@ -326,11 +324,16 @@ void vm_destroy(struct vm *vm)
 	free(vm);
 }
 
-int vm_start(struct vm *vm)
+int vm_start(struct vm *vm, bool paused)
 {
 	unsigned int i;
 	int ret;
 
+	if (paused) {
+		ret = vm_pause(vm); /* nothing runs yet: only records the state */
+		if (ret)
+			return ret;
+	}
 	for (i = 0; i < vm->ncpus; i++) {
 		ret = vcpu_start(vm->vcpus[i]);
 		if (ret) {
@@ -368,22 +371,61 @@ void vm_stop_vcpus(struct vm *vm)
 			vcpu_join(vm->vcpus[i]);
 }
 
-void vm_pause(struct vm *vm)
+int vm_pause(struct vm *vm)
 {
+	struct device *d;
 	unsigned int i;
+	int ret;
 
+	if (vm->paused)
+		return 0;
 	for (i = 0; i < vm->ncpus; i++)
 		vcpu_request(vm->vcpus[i], VCPU_PAUSED);
 	for (i = 0; i < vm->ncpus; i++)
-		vcpu_wait_state(vm->vcpus[i], VCPU_PAUSED);
+		if (vm->vcpus[i]->thread_started)
+			vcpu_wait_state(vm->vcpus[i], VCPU_PAUSED);
+	for (d = vm->devices; d; d = d->next) {
+		if (!d->cls->quiesce)
+			continue;
+		ret = d->cls->quiesce(d->opaque);
+		if (ret) {
+			log_msg("cannot quiesce %s: %s", d->cls->name, strerror(-ret));
+			/* Roll back: resume what was quiesced, restart the vCPUs. */
+			for (struct device *u = vm->devices; u != d; u = u->next)
+				if (u->cls->resume)
+					u->cls->resume(u->opaque);
+			for (i = 0; i < vm->ncpus; i++)
+				vcpu_request(vm->vcpus[i], VCPU_RUNNING);
+			return ret;
+		}
+	}
+	/* Hold kvmclock: the guest must not see the paused time pass. */
+	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &vm->paused_clock) < 0)
+		memset(&vm->paused_clock, 0, sizeof(vm->paused_clock));
+	vm->paused = true;
+	return 0;
 }
 
-void vm_resume(struct vm *vm)
+int vm_resume(struct vm *vm)
 {
+	struct device *d;
 	unsigned int i;
 
+	if (!vm->paused)
+		return 0;
+	if (vm->paused_clock.clock) {
+		struct kvm_clock_data c = { .clock = vm->paused_clock.clock };
+
+		if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
+			log_msg("cannot restore the guest clock: %s", strerror(errno));
+	}
+	for (d = vm->devices; d; d = d->next)
+		if (d->cls->resume)
+			d->cls->resume(d->opaque);
 	for (i = 0; i < vm->ncpus; i++)
 		vcpu_request(vm->vcpus[i], VCPU_RUNNING);
+	vm->paused = false;
+	return 0;
 }
 
 int vm_set_irq(struct vm *vm, unsigned int gsi, int level)
@@ -391,80 +433,4 @@ int vm_set_irq(struct vm *vm, unsigned int gsi, int level)
 	struct kvm_irq_level irq = { .irq = gsi, .level = level };
 
 	return ioctl(vm->vm_fd, KVM_IRQ_LINE, &irq) < 0 ? -errno : 0;
-}
-
-#define ESCAPE_CHAR 0x01 /* Ctrl-A, as in QEMU: Ctrl-A x quits */
-
-/*
- * Console input with the escape sequence filtered out. Returns false when
- * the user asked to quit or input ended for good.
- */
-static bool vm_console_input(struct vm *vm, bool *escape)
-{
-	uint8_t buf[256], out[256];
-	size_t space = serial_rx_space(vm->serial), n_out = 0;
-	ssize_t n, i;
-
-	if (!space)
-		return true;
-	n = read(vm->cfg.console_in, buf, MIN(space, sizeof(buf)));
-	if (n < 0)
-		return errno == EAGAIN || errno == EINTR;
-	if (n == 0)
-		return false;
-	for (i = 0; i < n; i++) {
-		if (*escape) {
-			*escape = false;
-			if (buf[i] == 'x' || buf[i] == 'X') {
-				log_msg("terminated by user (Ctrl-A x)");
-				vm_request_stop(vm, VM_STOP_QUIT);
-				return false;
-			}
-			if (buf[i] != ESCAPE_CHAR)
-				continue;
-		} else if (buf[i] == ESCAPE_CHAR) {
-			*escape = true;
-			continue;
-		}
-		out[n_out++] = buf[i];
-	}
-	serial_push_input(vm->serial, out, n_out);
-	return true;
-}
-
-enum vm_stop_reason vm_run_loop(struct vm *vm)
-{
-	bool console_open = vm->cfg.console_in >= 0, escape = false;
-
-	while (atomic_load(&vm->stop_reason) == VM_STOP_NONE) {
-		struct pollfd p[3] = {
-			{ .fd = vm->stop_efd, .events = POLLIN },
-			{ .fd = console_open ? vm->cfg.console_in : -1, .events = POLLIN },
-			{ .fd = vm->cfg.signal_fd, .events = POLLIN },
-		};
-		/* A full UART FIFO: poll the console again once the guest reads. */
-		int timeout = console_open && !serial_rx_space(vm->serial) ? 10 : -1;
-
-		if (console_open && !serial_rx_space(vm->serial))
-			p[1].fd = -1;
-		if (poll(p, 3, timeout) < 0 && errno != EINTR) {
-			log_msg("poll: %s", strerror(errno));
-			vm_request_stop(vm, VM_STOP_ERROR);
-			break;
-		}
-		if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-			if (!vm_console_input(vm, &escape))
-				console_open = false; /* EOF: the guest keeps running */
-		}
-		if (p[2].revents & POLLIN) {
-			struct signalfd_siginfo si;
-
-			if (read(vm->cfg.signal_fd, &si, sizeof(si)) == sizeof(si)) {
-				log_msg("terminating on signal %u", si.ssi_signo);
-				vm_request_stop(vm, VM_STOP_QUIT);
-			}
-		}
-	}
-	vm_stop_vcpus(vm);
-	return atomic_load(&vm->stop_reason);
 }

@@ -21,7 +21,22 @@ struct run_options {
 	bool no_reboot;
 	bool console; /* false: --console none */
 	bool help;
+	bool paused; /* -S */
+	const char *qmp;
+	const char *name;
 };
+
+/* `qlite status|pause|resume|powerdown|quit --qmp PATH [--json]` */
+struct client_options {
+	const char *command;
+	const char *qmp;
+	bool json;
+	bool help;
+};
+
+int cli_parse_client(int argc, char **argv, struct client_options *o, struct qerr *e);
+bool cli_is_client_command(const char *name);
+extern const char cli_client_usage[];
 
 /*
  * Parse `qlite run` arguments (argv[0] is "run"). @host_mem and @max_cpus

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <linux/kvm.h>
 #include "qlite/bus.h"
 #include "qlite/device.h"
 #include "qlite/mem.h"
@@ -33,12 +34,10 @@ struct vm_config {
 	const char *kernel;
 	const char *initrd;
 	const char *cmdline;
-	bool no_reboot;
+	bool no_reboot; /* a guest reset ends the VM instead of rebuilding it */
 	/* Console: where the UART reads and writes (-1: none). */
 	int console_in;
 	int console_out;
-	/* signalfd for SIGINT/SIGTERM/SIGHUP (-1: none): a clean stop. */
-	int signal_fd;
 };
 
 struct vm {
@@ -59,24 +58,29 @@ struct vm {
 	/* First stop reason wins; stop_efd wakes the main loop. */
 	_Atomic int stop_reason;
 	int stop_efd;
+
+	bool paused;
+	struct kvm_clock_data paused_clock; /* guest clock held while paused */
 };
 
 /* KVM VM, memory, irqchip, PIT, legacy devices and vCPUs (not started). */
 int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e);
 void vm_destroy(struct vm *vm);
 int vm_add_device(struct vm *vm, const struct device_class *cls, void *opaque);
-int vm_start(struct vm *vm);
+/* Start the vCPU threads, running or parked (-S). */
+int vm_start(struct vm *vm, bool paused);
 /* Called from any thread: record why and make every vCPU exit. */
 void vm_request_stop(struct vm *vm, enum vm_stop_reason why);
 /* Stop all vCPU threads and join them. */
 void vm_stop_vcpus(struct vm *vm);
-/* Pause every vCPU and wait until all are parked; resume reverses it. */
-void vm_pause(struct vm *vm);
-void vm_resume(struct vm *vm);
+/*
+ * Pause: park every vCPU (waiting until all are out of KVM_RUN), quiesce
+ * devices (backends stop submitting and drain) and hold the guest clock.
+ * Resume reverses it in the opposite order. Both are idempotent.
+ */
+int vm_pause(struct vm *vm);
+int vm_resume(struct vm *vm);
 /* Raise/lower an ISA/IOAPIC interrupt line. */
 int vm_set_irq(struct vm *vm, unsigned int gsi, int level);
-
-/* Main loop: console input, stop requests. Returns the stop reason. */
-enum vm_stop_reason vm_run_loop(struct vm *vm);
 
 #endif

@@ -284,9 +284,12 @@ static void *vcpu_thread(void *arg)
 	char name[16];
 	sigset_t set;
 
-	v->tid = (pid_t)syscall(SYS_gettid);
 	snprintf(name, sizeof(name), "vcpu%u", v->id);
 	pthread_setname_np(pthread_self(), name);
+	pthread_mutex_lock(&v->lock);
+	v->tid = (pid_t)syscall(SYS_gettid);
+	pthread_cond_broadcast(&v->cond);
+	pthread_mutex_unlock(&v->lock);
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
@@ -347,9 +350,15 @@ int vcpu_start(struct vcpu *v)
 	pthread_sigmask(SIG_BLOCK, &set, &old);
 	ret = -pthread_create(&v->thread, NULL, vcpu_thread, v);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (ret == 0)
-		v->thread_started = true;
-	return ret;
+	if (ret)
+		return ret;
+	v->thread_started = true;
+	/* Callers (query-cpus-fast) may ask for the thread id right away. */
+	pthread_mutex_lock(&v->lock);
+	while (!v->tid)
+		pthread_cond_wait(&v->cond, &v->lock);
+	pthread_mutex_unlock(&v->lock);
+	return 0;
 }
 
 void vcpu_join(struct vcpu *v)

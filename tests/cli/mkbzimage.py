@@ -15,11 +15,14 @@ p.add_argument("--init-size", type=int, default=8 << 20)
 p.add_argument("--version", type=lambda s: int(s, 0), default=0x20F)
 p.add_argument("--no-64bit", action="store_true")
 p.add_argument("--magic", default="HdrS")
+p.add_argument("--code", default="", help="hex bytes at the 64-bit entry (payload + 0x200)")
 a = p.parse_args()
 
 setup_sects = 4
 setup = bytearray((setup_sects + 1) * 512)
-payload = bytes(a.payload)
+payload = bytearray(a.payload)
+code = bytes.fromhex(a.code)
+payload[0x200:0x200 + len(code)] = code
 syssize = (len(payload) + 15) // 16 + a.syssize_extra
 struct.pack_into("<B", setup, 0x1F1, setup_sects)
 struct.pack_into("<I", setup, 0x1F4, syssize)
@@ -38,4 +41,4 @@ struct.pack_into("<I", setup, 0x238, 2047)  # cmdline_size
 struct.pack_into("<Q", setup, 0x258, 0x1000000)  # pref_address
 struct.pack_into("<I", setup, 0x260, a.init_size)
 with open(a.out, "wb") as f:
-    f.write(setup + payload)
+    f.write(setup + bytes(payload))

@@ -62,6 +62,18 @@ if [[ -w /dev/kvm ]]; then
         "$qlite" run --kernel "$tmp/ok.bz" --initrd "$tmp/big.initrd" --mem 64M
     expect "--cmdline too long" 1 "this kernel accepts at most 2046" -- \
         "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --cmdline "$(head -c 3000 /dev/zero | tr '\0' x)"
+    expect "--qmp path not writable" 1 "cannot create the QMP socket /proc/qlite.sock" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --qmp unix:/proc/qlite.sock
+    touch "$tmp/taken.sock"
+    expect "--qmp path exists" 1 "already exists" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --qmp "unix:$tmp/taken.sock"
+    expect "--qmp bad spec" 1 "expected unix:PATH or fd:N" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --qmp tcp:1234
+    expect "--qmp fd not a socket" 1 "not a listening socket" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --qmp fd:0
+    expect "client: no --qmp" 1 "--qmp PATH is required" -- "$qlite" status
+    expect "client: nothing listening" 1 "cannot connect to" -- \
+        "$qlite" status --qmp "$tmp/nobody.sock"
     # Without /dev/kvm: a private mount namespace with an empty /dev.
     if unshare -m true 2>/dev/null; then
         expect "no /dev/kvm" 1 "/dev/kvm does not exist" -- \

@@ -88,36 +88,17 @@ static const struct bus_ops mmio_ops = { .read = mmio_read, .write = mmio_write 
 
 int ktest_create(struct ktest *t, unsigned int ncpus, uint64_t mem)
 {
-	struct vm_config cfg = { 0 };
-	struct qerr e = { 0 };
-	int ret;
-
 	memset(t, 0, sizeof(*t));
 	if (access("/dev/kvm", R_OK | W_OK) < 0) {
 		fprintf(stderr, "SKIP: /dev/kvm not usable: %s\n", strerror(errno));
 		return KTEST_SKIP;
 	}
 	pthread_mutex_init(&t->lock, NULL);
-	if (pipe2(t->in_pipe, O_CLOEXEC) || pipe2(t->out_pipe, O_CLOEXEC | O_NONBLOCK))
+	if (pipe2(t->in_pipe, O_CLOEXEC | O_NONBLOCK) || pipe2(t->out_pipe, O_CLOEXEC | O_NONBLOCK))
 		return -errno;
-	cfg.mem_size = mem;
-	cfg.ncpus = ncpus;
-	cfg.console_in = t->in_pipe[0];
-	cfg.console_out = t->out_pipe[1];
-	cfg.signal_fd = -1;
-	ret = vm_create(&cfg, &t->vm, &e);
-	if (ret) {
-		fprintf(stderr, "vm_create: %s\n", e.msg);
-		return ret;
-	}
-	ret = bus_register(&t->vm->pio, GUEST_UCALL_PORT, 8, &ucall_ops, t, "ucall");
-	if (!ret)
-		ret = bus_register(&t->vm->pio, GUEST_TESTDEV_PORT, sizeof(t->pio_regs), &pio_ops,
-				   t, "testdev-pio");
-	if (!ret)
-		ret = bus_register(&t->vm->mmio, GUEST_TESTDEV_MMIO, sizeof(t->mmio_regs),
-				   &mmio_ops, t, "testdev-mmio");
-	return ret;
+	t->ncpus = ncpus;
+	t->mem = mem;
+	return 0;
 }
 
 uint64_t *ktest_shared(struct ktest *t)
@@ -125,40 +106,71 @@ uint64_t *ktest_shared(struct ktest *t)
 	return mem_gpa_to_hva(&t->vm->mem, GUEST_SHARED_ADDR, 4096);
 }
 
-int ktest_start(struct ktest *t, enum guest_test test)
+static int ktest_boot(struct vm *vm, void *opaque, struct qerr *e)
 {
+	struct ktest *t = opaque;
 	const char *elf = getenv("QLITE_TEST_GUEST");
-	struct qerr e = { 0 };
-	uint64_t entry;
+	uint64_t entry, *shared;
 	unsigned int i;
 	int ret;
 
-	if (!elf) {
-		fprintf(stderr, "QLITE_TEST_GUEST is not set (run through meson test)\n");
-		return -EINVAL;
-	}
-	ret = elf_load(&t->vm->mem, elf, &entry, &e);
-	if (ret) {
-		fprintf(stderr, "%s\n", e.msg);
-		return ret;
-	}
-	ret = boot_setup_gdt_pagetables(t->vm);
+	if (!elf)
+		return qerr_set(e, EINVAL, "QLITE_TEST_GUEST is not set (run through meson test)");
+	ret = bus_register(&vm->pio, GUEST_UCALL_PORT, 8, &ucall_ops, t, "ucall");
+	if (!ret)
+		ret = bus_register(&vm->pio, GUEST_TESTDEV_PORT, sizeof(t->pio_regs), &pio_ops, t,
+				   "testdev-pio");
+	if (!ret)
+		ret = bus_register(&vm->mmio, GUEST_TESTDEV_MMIO, sizeof(t->mmio_regs), &mmio_ops,
+				   t, "testdev-mmio");
+	if (ret)
+		return qerr_set(e, -ret, "cannot register test devices");
+	ret = elf_load(&vm->mem, elf, &entry, e);
 	if (ret)
 		return ret;
-	ktest_shared(t)[1] = t->vm->ncpus;
-	for (i = 0; i < t->vm->ncpus; i++) {
+	ret = boot_setup_gdt_pagetables(vm);
+	if (ret)
+		return qerr_set(e, -ret, "page tables");
+	shared = mem_gpa_to_hva(&vm->mem, GUEST_SHARED_ADDR, 4096);
+	shared[1] = vm->ncpus;
+	for (i = 0; i < vm->ncpus; i++) {
 		struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
 		/* ABI: rsp % 16 == 8 at function entry, as after a call. */
 		uint64_t rsp = GUEST_STACK_TOP - i * GUEST_STACK_SIZE - 8;
 
-		ret = boot_setup_vcpu_long_mode(t->vm->vcpus[i], entry, i, test, rsp);
+		ret = boot_setup_vcpu_long_mode(vm->vcpus[i], entry, i, t->test, rsp);
 		if (ret)
-			return ret;
+			return qerr_set(e, -ret, "vCPU %u set-up", i);
 		/* APs would wait for INIT/SIPI; start them directly. */
-		if (ioctl(t->vm->vcpus[i]->fd, KVM_SET_MP_STATE, &mp) < 0)
-			return -errno;
+		if (ioctl(vm->vcpus[i]->fd, KVM_SET_MP_STATE, &mp) < 0)
+			return qerr_set(e, errno, "KVM_SET_MP_STATE");
 	}
-	return vm_start(t->vm);
+	return 0;
+}
+
+int ktest_start(struct ktest *t, enum guest_test test)
+{
+	struct ctl_config cfg = { 0 };
+	struct qerr e = { 0 };
+	int ret;
+
+	t->test = test;
+	cfg.vm.mem_size = t->mem;
+	cfg.vm.ncpus = t->ncpus;
+	cfg.vm.console_in = t->in_pipe[0];
+	cfg.vm.console_out = t->out_pipe[1];
+	cfg.vm.no_reboot = true;
+	cfg.boot = ktest_boot;
+	cfg.boot_opaque = t;
+	cfg.qmp = t->qmp;
+	cfg.start_paused = t->paused;
+	ret = ctl_create(&cfg, &t->ctl, &e);
+	if (ret) {
+		fprintf(stderr, "ctl_create: %s\n", e.msg);
+		return ret;
+	}
+	t->vm = t->ctl->vm;
+	return 0;
 }
 
 struct watchdog {
@@ -191,7 +203,7 @@ static void *watchdog_thread(void *arg)
 
 enum vm_stop_reason ktest_run(struct ktest *t, unsigned int watchdog_s)
 {
-	struct watchdog w = { .vm = t->vm, .seconds = watchdog_s };
+	struct watchdog w = { .vm = t->ctl->vm, .seconds = watchdog_s };
 	enum vm_stop_reason why;
 	pthread_t th;
 
@@ -199,7 +211,7 @@ enum vm_stop_reason ktest_run(struct ktest *t, unsigned int watchdog_s)
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond, NULL);
 	pthread_create(&th, NULL, watchdog_thread, &w);
-	why = vm_run_loop(t->vm);
+	why = ctl_run(t->ctl);
 	pthread_mutex_lock(&w.lock);
 	w.done = true;
 	pthread_cond_signal(&w.cond);
@@ -224,7 +236,7 @@ char *ktest_console(struct ktest *t)
 
 void ktest_destroy(struct ktest *t)
 {
-	vm_destroy(t->vm);
+	ctl_destroy(t->ctl);
 	close(t->in_pipe[0]);
 	close(t->in_pipe[1]);
 	close(t->out_pipe[0]);

@@ -7,12 +7,19 @@
 #include <stdint.h>
 
 #include "guest.h"
+#include "qlite/ctl.h"
 #include "qlite/vm.h"
 
 #define KTEST_SKIP 77
 
 struct ktest {
-	struct vm *vm;
+	struct ctl *ctl;
+	struct vm *vm; /* the controller's VM, once started */
+	unsigned int ncpus;
+	uint64_t mem;
+	enum guest_test test;
+	const char *qmp; /* optional QMP socket spec */
+	bool paused; /* -S */
 	int in_pipe[2]; /* test -> guest console */
 	int out_pipe[2]; /* guest console -> test */
 	const char *echo_input; /* written to the console at the guest's first UC_VALUE */
@@ -33,9 +40,12 @@ struct ktest {
 
 /* 0, KTEST_SKIP without /dev/kvm, or -errno. */
 int ktest_create(struct ktest *t, unsigned int ncpus, uint64_t mem);
-/* Load the guest ELF and point every vCPU at guest_entry(test, cpu). */
+/*
+ * Build the VM through the controller (as `qlite run` does): the boot hook
+ * loads the guest ELF and points every vCPU at guest_entry(test, cpu).
+ */
 int ktest_start(struct ktest *t, enum guest_test test);
-/* Run the main loop until the guest stops (or the watchdog fires). */
+/* Start the vCPUs and serve until the guest stops (or the watchdog fires). */
 enum vm_stop_reason ktest_run(struct ktest *t, unsigned int watchdog_s);
 /* Console output so far (NUL-terminated, malloc()ed). */
 char *ktest_console(struct ktest *t);

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: MIT
+/* QMP commands: names, arguments and results as QEMU's schema has them. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "qlite/ctl.h"
+#include "qlite/vcpu.h"
+#include "qmp_internal.h"
+
+static int need_vm(struct ctl *c, struct qerr *e)
+{
+	return c->vm ? 0 : qerr_set(e, ENODEV, "no VM");
+}
+
+static int cmd_qmp_capabilities(struct ctl *c, struct json_object *args,
+				struct json_object **ret, struct qerr *e)
+{
+	struct json_object *en;
+
+	/* No optional capabilities (oob) are offered, so none may be enabled. */
+	if (args && json_object_object_get_ex(args, "enable", &en) &&
+	    json_object_array_length(en) > 0)
+		return qerr_set(e, EINVAL, "Capability '%s' not available",
+				json_object_get_string(json_object_array_get_idx(en, 0)));
+	return 0;
+}
+
+static int cmd_query_version(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	*ret = qmp_version_reply();
+	return 0;
+}
+
+static int cmd_query_status(struct ctl *c, struct json_object *args, struct json_object **ret,
+			    struct qerr *e)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "running", json_object_new_boolean(ctl_running(c)));
+	json_object_object_add(o, "singlestep", json_object_new_boolean(false));
+	json_object_object_add(o, "status", json_object_new_string(runstate_name(c->state)));
+	*ret = o;
+	return 0;
+}
+
+static int cmd_query_name(struct ctl *c, struct json_object *args, struct json_object **ret,
+			  struct qerr *e)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (c->cfg.name)
+		json_object_object_add(o, "name", json_object_new_string(c->cfg.name));
+	*ret = o;
+	return 0;
+}
+
+static int cmd_query_commands(struct ctl *c, struct json_object *args,
+			      struct json_object **ret, struct qerr *e);
+
+static int cmd_stop(struct ctl *c, struct json_object *args, struct json_object **ret,
+		    struct qerr *e)
+{
+	return need_vm(c, e) ?: ctl_stop(c, e);
+}
+
+static int cmd_cont(struct ctl *c, struct json_object *args, struct json_object **ret,
+		    struct qerr *e)
+{
+	return need_vm(c, e) ?: ctl_cont(c, e);
+}
+
+static int cmd_need_vm(struct ctl *c, struct json_object *args, struct json_object **ret,
+		       struct qerr *e)
+{
+	return need_vm(c, e);
+}
+
+static int cmd_quit(struct ctl *c, struct json_object *args, struct json_object **ret,
+		    struct qerr *e)
+{
+	return 0;
+}
+
+static void after_powerdown(struct ctl *c)
+{
+	ctl_powerdown(c);
+}
+
+static void after_reset(struct ctl *c)
+{
+	ctl_reset(c);
+}
+
+static void after_quit(struct ctl *c)
+{
+	if (c->vm)
+		ctl_quit(c, "host-qmp-quit");
+}
+
+static int cmd_query_cpus_fast(struct ctl *c, struct json_object *args,
+			       struct json_object **ret, struct qerr *e)
+{
+	struct json_object *list;
+	unsigned int i;
+
+	if (need_vm(c, e))
+		return -ENODEV;
+	list = json_object_new_array();
+	for (i = 0; i < c->vm->ncpus; i++) {
+		struct json_object *o = json_object_new_object();
+		struct json_object *props = json_object_new_object();
+		char path[64];
+
+		snprintf(path, sizeof(path), "/machine/unattached/device[%u]", i);
+		json_object_object_add(o, "cpu-index", json_object_new_int(i));
+		json_object_object_add(o, "qom-path", json_object_new_string(path));
+		json_object_object_add(o, "thread-id", json_object_new_int(c->vm->vcpus[i]->tid));
+		/* One socket per vCPU, as the MADT/CPUID describe them. */
+		json_object_object_add(props, "core-id", json_object_new_int(0));
+		json_object_object_add(props, "thread-id", json_object_new_int(0));
+		json_object_object_add(props, "socket-id", json_object_new_int(i));
+		json_object_object_add(o, "props", props);
+		json_object_object_add(o, "target", json_object_new_string("x86_64"));
+		json_object_array_add(list, o);
+	}
+	*ret = list;
+	return 0;
+}
+
+/* No block devices exist yet (virtio-blk is its own work item): empty lists. */
+static int cmd_empty_list(struct ctl *c, struct json_object *args, struct json_object **ret,
+			  struct qerr *e)
+{
+	*ret = json_object_new_array();
+	return 0;
+}
+
+static int cmd_query_kvm(struct ctl *c, struct json_object *args, struct json_object **ret,
+			 struct qerr *e)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "enabled", json_object_new_boolean(true));
+	json_object_object_add(o, "present", json_object_new_boolean(true));
+	*ret = o;
+	return 0;
+}
+
+static const struct qmp_arg args_capabilities[] = {
+	{ "enable", QMP_ARG_ARRAY, false },
+	{ NULL },
+};
+
+static const struct qmp_arg args_query_blockstats[] = {
+	{ "query-nodes", QMP_ARG_BOOL, false },
+	{ NULL },
+};
+
+static const struct qmp_arg args_query_block[] = {
+	{ NULL },
+};
+
+static const struct qmp_command commands[] = {
+	{ "qmp_capabilities", cmd_qmp_capabilities, NULL, args_capabilities },
+	{ "query-version", cmd_query_version },
+	{ "query-status", cmd_query_status },
+	{ "query-name", cmd_query_name },
+	{ "query-commands", cmd_query_commands },
+	{ "stop", cmd_stop },
+	{ "cont", cmd_cont },
+	{ "system_powerdown", cmd_need_vm, after_powerdown },
+	{ "system_reset", cmd_need_vm, after_reset },
+	{ "quit", cmd_quit, after_quit },
+	{ "query-cpus-fast", cmd_query_cpus_fast },
+	{ "query-block", cmd_empty_list, NULL, args_query_block },
+	{ "query-blockstats", cmd_empty_list, NULL, args_query_blockstats },
+	{ "query-kvm", cmd_query_kvm },
+};
+
+static int cmd_query_commands(struct ctl *c, struct json_object *args,
+			      struct json_object **ret, struct qerr *e)
+{
+	struct json_object *list = json_object_new_array();
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(commands); i++) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "name", json_object_new_string(commands[i].name));
+		json_object_array_add(list, o);
+	}
+	*ret = list;
+	return 0;
+}
+
+const struct qmp_command *qmp_command_find(const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(commands); i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	return NULL;
+}
+
+static const char *const type_names[] = {
+	[QMP_ARG_STRING] = "string", [QMP_ARG_BOOL] = "boolean", [QMP_ARG_INT] = "int",
+	[QMP_ARG_ARRAY] = "array",   [QMP_ARG_OBJECT] = "object",
+};
+
+static bool arg_type_ok(struct json_object *v, enum qmp_arg_type t)
+{
+	switch (t) {
+	case QMP_ARG_STRING:
+		return json_object_is_type(v, json_type_string);
+	case QMP_ARG_BOOL:
+		return json_object_is_type(v, json_type_boolean);
+	case QMP_ARG_INT:
+		return json_object_is_type(v, json_type_int);
+	case QMP_ARG_ARRAY:
+		return json_object_is_type(v, json_type_array);
+	case QMP_ARG_OBJECT:
+		return json_object_is_type(v, json_type_object);
+	}
+	return false;
+}
+
+int qmp_check_args(const struct qmp_command *cmd, struct json_object *args, struct qerr *e)
+{
+	const struct qmp_arg *a;
+
+	if (args) {
+		json_object_object_foreach(args, key, val)
+		{
+			for (a = cmd->args; a && a->name; a++)
+				if (!strcmp(a->name, key))
+					break;
+			if (!a || !a->name)
+				return qerr_set(e, EINVAL, "Parameter '%.64s' is unexpected", key);
+			if (!arg_type_ok(val, a->type))
+				return qerr_set(e, EINVAL,
+						"Invalid parameter type for '%s', expected: %s",
+						a->name, type_names[a->type]);
+		}
+	}
+	for (a = cmd->args; a && a->name; a++) {
+		struct json_object *v;
+
+		if (a->required && (!args || !json_object_object_get_ex(args, a->name, &v)))
+			return qerr_set(e, EINVAL, "Parameter '%s' is missing", a->name);
+	}
+	return 0;
+}

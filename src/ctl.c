@@ -1,0 +1,342 @@
+// SPDX-License-Identifier: MIT
+/* The controller: run state, VM lifecycle, console and signals (see ctl.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "qlite/ctl.h"
+#include "qlite/devices.h"
+#include "qlite/loop.h"
+#include "qlite/qmp.h"
+
+static const char *const runstate_names[] = {
+	[RUN_PRELAUNCH] = "prelaunch",
+	[RUN_RUNNING] = "running",
+	[RUN_PAUSED] = "paused",
+	[RUN_SHUTDOWN] = "shutdown",
+	[RUN_GUEST_PANICKED] = "guest-panicked",
+	[RUN_INTERNAL_ERROR] = "internal-error",
+};
+
+const char *runstate_name(enum runstate s)
+{
+	return s < ARRAY_SIZE(runstate_names) ? runstate_names[s] : "debug";
+}
+
+bool ctl_running(const struct ctl *c)
+{
+	return c->state == RUN_RUNNING;
+}
+
+static void ctl_on_vm_stop(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	uint64_t v;
+
+	(void)events;
+	if (read(c->vm->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_msg("stop eventfd: %s", strerror(errno));
+	c->vm_stopped = true;
+}
+
+static int ctl_build_vm(struct ctl *c, struct qerr *e)
+{
+	int ret;
+
+	ret = vm_create(&c->cfg.vm, &c->vm, e);
+	if (ret)
+		return ret;
+	ret = c->cfg.boot ? c->cfg.boot(c->vm, c->cfg.boot_opaque, e) : 0;
+	if (!ret) {
+		ret = loop_add(c->loop, c->vm->stop_efd, EPOLLIN, ctl_on_vm_stop, c);
+		if (ret)
+			qerr_set(e, -ret, "cannot watch the VM: %s", strerror(-ret));
+	}
+	if (ret) {
+		vm_destroy(c->vm);
+		c->vm = NULL;
+	}
+	c->vm_stopped = false;
+	return ret;
+}
+
+static void ctl_destroy_vm(struct ctl *c)
+{
+	if (!c->vm)
+		return;
+	loop_del(c->loop, c->vm->stop_efd);
+	vm_destroy(c->vm);
+	c->vm = NULL;
+}
+
+#define ESCAPE_CHAR 0x01 /* Ctrl-A, as in QEMU: Ctrl-A x quits */
+
+static void ctl_console_throttle(struct ctl *c, bool on)
+{
+	if (c->console_throttled == on)
+		return;
+	c->console_throttled = on;
+	loop_mod(c->loop, c->cfg.vm.console_in, on ? 0 : EPOLLIN);
+}
+
+/* Host input to the UART, with the escape sequence filtered out. */
+static void ctl_on_console(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	uint8_t buf[256], out[256];
+	size_t space, n_out = 0;
+	ssize_t n, i;
+
+	if (!c->vm)
+		return;
+	space = serial_rx_space(c->vm->serial);
+	if (!space) {
+		ctl_console_throttle(c, true); /* the guest reads; poll again soon */
+		return;
+	}
+	n = read(c->cfg.vm.console_in, buf, MIN(space, sizeof(buf)));
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* EOF or error: the guest keeps running without input. */
+		loop_del(c->loop, c->cfg.vm.console_in);
+		c->console_open = false;
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		if (c->escape) {
+			c->escape = false;
+			if (buf[i] == 'x' || buf[i] == 'X') {
+				log_msg("terminated by user (Ctrl-A x)");
+				ctl_quit(c, "host-ui");
+				return;
+			}
+			if (buf[i] != ESCAPE_CHAR)
+				continue;
+		} else if (buf[i] == ESCAPE_CHAR) {
+			c->escape = true;
+			continue;
+		}
+		out[n_out++] = buf[i];
+	}
+	serial_push_input(c->vm->serial, out, n_out);
+}
+
+static void ctl_on_signal(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	struct signalfd_siginfo si;
+
+	(void)events;
+	if (read(c->signal_fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	log_msg("terminating on signal %u", si.ssi_signo);
+	ctl_quit(c, "host-signal");
+}
+
+int ctl_watch_signals(struct ctl *c, int signal_fd)
+{
+	c->signal_fd = signal_fd;
+	return loop_add(c->loop, signal_fd, EPOLLIN, ctl_on_signal, c);
+}
+
+int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
+{
+	struct ctl *c = calloc(1, sizeof(*c));
+	int ret;
+
+	if (!c)
+		return qerr_set(e, ENOMEM, "out of memory");
+	c->cfg = *cfg;
+	c->signal_fd = -1;
+	c->state = cfg->start_paused ? RUN_PRELAUNCH : RUN_RUNNING;
+	ret = loop_create(&c->loop);
+	if (ret) {
+		free(c);
+		return qerr_set(e, -ret, "cannot create the event loop: %s", strerror(-ret));
+	}
+	/* The control socket first: a path in use fails before any VM exists. */
+	if (cfg->qmp) {
+		ret = qmp_server_create(c, cfg->qmp, &c->qmp, e);
+		if (ret)
+			goto err;
+	}
+	ret = ctl_build_vm(c, e);
+	if (ret)
+		goto err;
+	if (cfg->vm.console_in >= 0) {
+		ret = loop_add(c->loop, cfg->vm.console_in, EPOLLIN, ctl_on_console, c);
+		/* EPERM: /dev/null or a regular file, which cannot be polled: no input. */
+		if (ret && ret != -EPERM) {
+			qerr_set(e, -ret, "cannot watch the console: %s", strerror(-ret));
+			goto err;
+		}
+		c->console_open = !ret;
+		ret = 0;
+	}
+	*out = c;
+	return 0;
+err:
+	ctl_destroy(c);
+	return ret;
+}
+
+void ctl_destroy(struct ctl *c)
+{
+	if (!c)
+		return;
+	ctl_destroy_vm(c);
+	qmp_server_destroy(c->qmp);
+	loop_destroy(c->loop);
+	free(c);
+}
+
+static void ctl_event(struct ctl *c, const char *name, const char *data_json)
+{
+	if (c->qmp)
+		qmp_event(c->qmp, name, data_json);
+}
+
+int ctl_stop(struct ctl *c, struct qerr *e)
+{
+	int ret;
+
+	if (c->state != RUN_RUNNING)
+		return 0; /* QEMU: stopping a stopped VM is not an error */
+	ret = vm_pause(c->vm);
+	if (ret)
+		return qerr_set(e, -ret, "cannot pause the VM: %s", strerror(-ret));
+	c->state = RUN_PAUSED;
+	ctl_event(c, "STOP", NULL);
+	return 0;
+}
+
+int ctl_cont(struct ctl *c, struct qerr *e)
+{
+	int ret;
+
+	if (c->state == RUN_RUNNING)
+		return 0;
+	if (c->state != RUN_PAUSED && c->state != RUN_PRELAUNCH)
+		return qerr_set(e, EINVAL, "cannot continue a VM in state '%s'",
+				runstate_name(c->state));
+	ret = vm_resume(c->vm);
+	if (ret)
+		return qerr_set(e, -ret, "cannot resume the VM: %s", strerror(-ret));
+	c->state = RUN_RUNNING;
+	ctl_event(c, "RESUME", NULL);
+	return 0;
+}
+
+void ctl_powerdown(struct ctl *c)
+{
+	ctl_event(c, "POWERDOWN", NULL);
+	acpi_pm_power_button(c->vm);
+}
+
+void ctl_reset(struct ctl *c)
+{
+	c->shutdown_reason = "host-qmp-system-reset";
+	vm_request_stop(c->vm, VM_STOP_RESET);
+}
+
+void ctl_quit(struct ctl *c, const char *reason)
+{
+	if (!c->shutdown_reason)
+		c->shutdown_reason = reason;
+	vm_request_stop(c->vm, VM_STOP_QUIT);
+}
+
+static void ctl_shutdown_event(struct ctl *c, bool guest, const char *reason)
+{
+	char data[128];
+
+	snprintf(data, sizeof(data), "{\"guest\": %s, \"reason\": \"%s\"}",
+		 guest ? "true" : "false", reason);
+	ctl_event(c, "SHUTDOWN", data);
+}
+
+/* The VM stopped for a reset: rebuild it. Returns false if that failed. */
+static bool ctl_rebuild(struct ctl *c)
+{
+	bool paused = c->state != RUN_RUNNING;
+	struct qerr e = { 0 };
+
+	ctl_destroy_vm(c);
+	if (ctl_build_vm(c, &e)) {
+		log_msg("cannot rebuild the VM after a reset: %s", e.msg);
+		return false;
+	}
+	/* A reset keeps the run state: a paused VM stays paused. */
+	if (vm_start(c->vm, paused)) {
+		log_msg("cannot start vCPU threads");
+		return false;
+	}
+	return true;
+}
+
+enum vm_stop_reason ctl_run(struct ctl *c)
+{
+	enum vm_stop_reason why;
+	int ret;
+
+	/* wait=on: nothing runs until a management client is connected. */
+	while (qmp_server_wait_client(c->qmp) && !c->vm_stopped)
+		loop_run_once(c->loop, -1);
+	ret = vm_start(c->vm, c->state != RUN_RUNNING);
+	if (ret) {
+		log_msg("cannot start vCPU threads: %s", strerror(-ret));
+		return VM_STOP_ERROR;
+	}
+	for (;;) {
+		while (!c->vm_stopped) {
+			ret = loop_run_once(c->loop, c->console_throttled ? 10 : -1);
+			if (ret) {
+				log_msg("event loop: %s", strerror(-ret));
+				vm_request_stop(c->vm, VM_STOP_ERROR);
+			}
+			if (c->console_throttled && serial_rx_space(c->vm->serial))
+				ctl_console_throttle(c, false);
+		}
+		vm_stop_vcpus(c->vm);
+		why = atomic_load(&c->vm->stop_reason);
+		switch (why) {
+		case VM_STOP_RESET: {
+			bool guest = !c->shutdown_reason;
+
+			ctl_event(c, "RESET",
+				  guest ? "{\"guest\": true, \"reason\": \"guest-reset\"}" :
+					  "{\"guest\": false, \"reason\": \"host-qmp-system-reset\"}");
+			c->shutdown_reason = NULL;
+			if (c->cfg.vm.no_reboot) {
+				ctl_shutdown_event(c, guest, guest ? "guest-reset" :
+								     "host-qmp-system-reset");
+				c->state = RUN_SHUTDOWN;
+				return why;
+			}
+			if (!ctl_rebuild(c))
+				return VM_STOP_ERROR;
+			continue;
+		}
+		case VM_STOP_POWEROFF:
+			c->state = RUN_SHUTDOWN;
+			ctl_shutdown_event(c, true, "guest-shutdown");
+			return why;
+		case VM_STOP_QUIT:
+			c->state = RUN_SHUTDOWN;
+			ctl_shutdown_event(c, false,
+					   c->shutdown_reason ? c->shutdown_reason : "host-qmp-quit");
+			return why;
+		case VM_STOP_GUEST_CRASH:
+			c->state = RUN_GUEST_PANICKED;
+			return why;
+		default:
+			c->state = RUN_INTERNAL_ERROR;
+			return why;
+		}
+	}
+}
