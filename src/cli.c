@@ -43,6 +43,11 @@ const char cli_run_usage[] =
 	"                        passes it); wait=on waits for a client before the\n"
 	"                        guest runs (default wait=off)\n"
 	"      --name NAME       VM name (QMP query-name)\n"
+	"      --pmu MODE        guest PMU: off (default), on (the guest's own perf\n"
+	"                        works; needs a host PMU), or allow=EVENT[,EVENT...]\n"
+	"                        (on, limited to these events: instructions, cycles,\n"
+	"                        ref-cycles, branches, branch-misses, cache-references,\n"
+	"                        cache-misses, or raw 0x... KVM filter values)\n"
 	"  -h, --help            this text\n"
 	"\n"
 	"Options also take the --opt=value form.\n"
@@ -62,6 +67,7 @@ enum {
 	OPT_QMP,
 	OPT_NAME,
 	OPT_JSON,
+	OPT_PMU,
 };
 
 static const struct option run_longopts[] = {
@@ -79,6 +85,7 @@ static const struct option run_longopts[] = {
 	{ "paused", no_argument, NULL, 'S' },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "name", required_argument, NULL, OPT_NAME },
+	{ "pmu", required_argument, NULL, OPT_PMU },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -155,6 +162,11 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			break;
 		case OPT_NAME:
 			o->name = optarg;
+			break;
+		case OPT_PMU:
+			ret = vpmu_parse(optarg, &o->pmu, e);
+			if (ret)
+				return ret;
 			break;
 		case OPT_MEM_BACKEND:
 			if (mem_backend_parse(optarg, &o->mem_backend))

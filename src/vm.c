@@ -11,6 +11,7 @@
 #include "qlite/devices.h"
 #include "qlite/vcpu.h"
 #include "qlite/vm.h"
+#include "qlite/vpmu.h"
 
 /* Below 4 GiB, outside RAM (which stops at 3 GiB) and the LAPIC/IOAPIC pages. */
 #define KVM_TSS_ADDR 0xfffbd000ULL
@@ -256,6 +257,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e)
 		goto err;
 	}
 	ret = vm_get_supported_cpuid(vm, e);
+	if (ret)
+		goto err;
+	/* Before any vCPU exists: KVM only changes the PMU of a VM without vCPUs. */
+	ret = vpmu_setup_vm(vm, e);
 	if (ret)
 		goto err;
 	ret = vm_setup_irqchip(vm, e);

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include "qlite/mem.h"
 #include "qlite/util.h"
+#include "qlite/vpmu.h"
 
 #define CLI_DEFAULT_MEM (512 * MiB)
 #define CLI_MIN_MEM (16 * MiB)
@@ -24,6 +25,7 @@ struct run_options {
 	bool paused; /* -S */
 	const char *qmp;
 	const char *name;
+	struct vpmu_config pmu; /* --pmu */
 };
 
 /* `qlite status|pause|resume|powerdown|quit --qmp PATH [--json]` */

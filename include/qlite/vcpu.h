@@ -57,7 +57,7 @@ void vcpu_join(struct vcpu *v);
 void vcpu_dump(struct vcpu *v, const char *why);
 const char *vcpu_exit_name(uint32_t reason);
 
-/* CPUID filtering (pure; unit-tested). */
-int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus);
+/* CPUID filtering (pure; unit-tested). @pmu: expose KVM's vPMU (--pmu on). */
+int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus, bool pmu);
 
 #endif

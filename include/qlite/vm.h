@@ -15,6 +15,7 @@
 struct vcpu;
 struct serial;
 struct acpi_pm;
+struct vpmu_config;
 
 #define VM_MAX_VCPUS 64
 
@@ -38,6 +39,7 @@ struct vm_config {
 	/* Console: where the UART reads and writes (-1: none). */
 	int console_in;
 	int console_out;
+	const struct vpmu_config *pmu; /* guest PMU (vpmu.h); NULL: off */
 };
 
 struct vm {

@@ -7,6 +7,7 @@
 
 #include "qlite/vcpu.h"
 #include "qlite/vm.h"
+#include "qlite/vpmu.h"
 
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
 #define CPUID_1_ECX_X2APIC (1u << 21)
@@ -16,9 +17,9 @@
 /*
  * Make KVM's supported CPUID into what one vCPU of an @ncpus guest sees:
  * its own APIC id everywhere the topology is reported, the hypervisor bit,
- * and no PMU (leaf 0xA) until the profiler opts in (issue: --pmu).
+ * and no PMU unless @pmu (--pmu on/allow=; see vpmu.h).
  */
-int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus)
+int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus, bool pmu)
 {
 	unsigned int i;
 
@@ -36,10 +37,6 @@ int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus)
 			if (ncpus > 1)
 				e->edx |= CPUID_1_EDX_HTT;
 			break;
-		case 0xa:
-			/* Architectural PMU: off by default (no host PMU on many hosts). */
-			e->eax = e->ebx = e->ecx = e->edx = 0;
-			break;
 		case 0xb:
 		case 0x1f:
 			/* x2APIC topology: EDX is this CPU's x2APIC id on every subleaf. */
@@ -53,6 +50,7 @@ int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus)
 			break;
 		}
 	}
+	vpmu_cpuid_apply(c, pmu);
 	return 0;
 }
 
@@ -66,7 +64,8 @@ static int vcpu_setup_cpuid(struct vcpu *v)
 	if (!c)
 		return -ENOMEM;
 	memcpy(c, sup, sz);
-	ret = cpuid_filter(c, v->id, v->vm->ncpus);
+	ret = cpuid_filter(c, v->id, v->vm->ncpus,
+			   v->vm->cfg.pmu && v->vm->cfg.pmu->mode != VPMU_OFF);
 	/* KVM emulates the TSC deadline timer but reports it as a capability. */
 	if (!ret && ioctl(v->vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0) {
 		unsigned int i;

@@ -46,6 +46,10 @@ expect "--cpus too many" 1 "at most [0-9]+ vCPUs" -- "$qlite" run --kernel "$tmp
 expect "--cpus garbage" 1 "expected a number" -- "$qlite" run --kernel "$tmp/ok.bz" --cpus two
 expect "missing kernel" 1 "cannot read kernel .*No such file" -- "$qlite" run --kernel "$tmp/nope"
 expect "missing initrd" 1 "cannot read initrd" -- "$qlite" run --kernel "$tmp/ok.bz" --initrd "$tmp/nope"
+expect "--pmu bad mode" 1 "--pmu maybe: expected off, on or allow=" -- \
+    "$qlite" run --kernel "$tmp/ok.bz" --pmu maybe
+expect "--pmu unknown event" 1 "unknown event 'frob'" -- \
+    "$qlite" run --kernel "$tmp/ok.bz" --pmu allow=cycles,frob
 expect "help" 0 "Usage: qlite run" -- "$qlite" run --help
 expect "version" 0 "^qlite [0-9]" -- "$qlite" --version
 
@@ -71,6 +75,13 @@ if [[ -w /dev/kvm ]]; then
         "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --qmp tcp:1234
     expect "--qmp fd not a socket" 1 "not a listening socket" -- \
         "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --qmp fd:0
+    # No host PMU here (kvm-pvm, TCG): --pmu on must say so, not run without one.
+    if [[ ! -e /sys/bus/event_source/devices/cpu && ! -e /sys/bus/event_source/devices/cpu_core ]]; then
+        expect "--pmu on without a host PMU" 1 "--pmu on: this host's KVM offers guests no PMU" -- \
+            "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --pmu on
+        expect "--pmu allow= without a host PMU" 1 "--pmu allow: this host's KVM offers guests no PMU" -- \
+            "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --pmu allow=instructions
+    fi
     expect "client: no --qmp" 1 "--qmp PATH is required" -- "$qlite" status
     expect "client: nothing listening" 1 "cannot connect to" -- \
         "$qlite" status --qmp "$tmp/nobody.sock"

@@ -321,6 +321,25 @@ static void test_repeated_parsing(void **state)
 	}
 }
 
+static void test_pmu(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz"), 0);
+	assert_int_equal(o.pmu.mode, VPMU_OFF);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--pmu", "on"), 0);
+	assert_int_equal(o.pmu.mode, VPMU_ON);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--pmu=allow=cycles,0x01c2"), 0);
+	assert_int_equal(o.pmu.mode, VPMU_ALLOW);
+	assert_int_equal(o.pmu.nevents, 2);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--pmu", "on", "--pmu", "off"), 0);
+	assert_int_equal(o.pmu.mode, VPMU_OFF);
+	EXPECT_ERR(-EINVAL, "--pmu maybe", "--kernel", "bz", "--pmu", "maybe");
+	EXPECT_ERR(-EINVAL, "unknown event 'frob'", "--kernel", "bz", "--pmu", "allow=frob");
+	EXPECT_ERR(-EINVAL, "--pmu", "--kernel", "bz", "--pmu");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -332,6 +351,7 @@ int main(void)
 		cmocka_unit_test(test_missing_value),  cmocka_unit_test(test_missing_kernel),
 		cmocka_unit_test(test_stray_argument), cmocka_unit_test(test_console_bad),
 		cmocka_unit_test(test_help),	       cmocka_unit_test(test_repeated_parsing),
+		cmocka_unit_test(test_pmu),
 	};
 
 	/* Permutation (positional arguments anywhere) is what users expect. */

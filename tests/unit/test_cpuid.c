@@ -14,6 +14,9 @@
 #include "qlite/vcpu.h"
 
 #define ECX_HYPERVISOR (1u << 31)
+#define ECX_PDCM (1u << 15)
+/* AMD PerfCtrExtCore, PerfCtrExtNB, PerfCtrExtLLC: PMU bits hidden by default. */
+#define AMD_PERFCTR_BITS ((1u << 23) | (1u << 24) | (1u << 28))
 #define EDX_HTT (1u << 28)
 #define SIG_INDEX KVM_CPUID_FLAG_SIGNIFCANT_INDEX
 
@@ -101,7 +104,7 @@ static void check_filtered(const struct kvm_cpuid2 *c, unsigned int v, unsigned 
 			assert_int_equal(e->ebx >> 24, v); /* initial APIC id */
 			assert_int_equal(e->ebx & 0xffff, h->ebx & 0xffff);
 			assert_true(((e->ebx >> 16) & 0xff) >= (n > 255 ? 255 : n));
-			assert_int_equal(e->ecx, h->ecx | ECX_HYPERVISOR);
+			assert_int_equal(e->ecx, (h->ecx & ~ECX_PDCM) | ECX_HYPERVISOR);
 			assert_int_equal(e->eax, h->eax);
 			if (n > 1)
 				assert_int_equal(e->edx, h->edx | EDX_HTT);
@@ -114,6 +117,12 @@ static void check_filtered(const struct kvm_cpuid2 *c, unsigned int v, unsigned 
 			assert_int_equal(e->ebx, 0);
 			assert_int_equal(e->ecx, 0);
 			assert_int_equal(e->edx, 0);
+			break;
+		case 0x80000001:
+			/* No PMU unless asked for: AMD's counter extensions hidden. */
+			assert_int_equal(e->ecx, h->ecx & ~AMD_PERFCTR_BITS);
+			assert_int_equal(e->edx, h->edx);
+			assert_int_equal(e->eax, h->eax);
 			break;
 		case 0xb:
 		case 0x1f:
@@ -142,7 +151,7 @@ static void check_ncpus(unsigned int n)
 	for (v = 0; v < n; v++) {
 		struct kvm_cpuid2 *c = cpuid_new();
 
-		assert_int_equal(cpuid_filter(c, v, n), 0);
+		assert_int_equal(cpuid_filter(c, v, n, false), 0);
 		check_filtered(c, v, n);
 		test_free(c);
 	}
@@ -166,10 +175,10 @@ static void test_refilter(void **state)
 {
 	struct kvm_cpuid2 *c = cpuid_new();
 
-	assert_int_equal(cpuid_filter(c, 5, 8), 0);
-	assert_int_equal(cpuid_filter(c, 3, 8), 0);
+	assert_int_equal(cpuid_filter(c, 5, 8, false), 0);
+	assert_int_equal(cpuid_filter(c, 3, 8, false), 0);
 	check_filtered(c, 3, 8);
-	assert_int_equal(cpuid_filter(c, 0, 1), 0);
+	assert_int_equal(cpuid_filter(c, 0, 1, false), 0);
 	assert_int_equal(find(c, 1, 0)->ebx >> 24, 0);
 	assert_int_equal(find(c, 0xb, 1)->edx, 0);
 	test_free(c);
@@ -179,11 +188,11 @@ static void test_invalid(void **state)
 {
 	struct kvm_cpuid2 *c = cpuid_new();
 
-	assert_int_equal(cpuid_filter(c, 1, 1), -EINVAL);
-	assert_int_equal(cpuid_filter(c, 64, 64), -EINVAL);
-	assert_int_equal(cpuid_filter(c, UINT32_MAX, 4), -EINVAL);
-	assert_int_equal(cpuid_filter(c, 0, 0), -EINVAL);
-	assert_int_equal(cpuid_filter(NULL, 0, 1), -EINVAL);
+	assert_int_equal(cpuid_filter(c, 1, 1, false), -EINVAL);
+	assert_int_equal(cpuid_filter(c, 64, 64, false), -EINVAL);
+	assert_int_equal(cpuid_filter(c, UINT32_MAX, 4, false), -EINVAL);
+	assert_int_equal(cpuid_filter(c, 0, 0, false), -EINVAL);
+	assert_int_equal(cpuid_filter(NULL, 0, 1, false), -EINVAL);
 	/* A rejected call leaves the table as it was. */
 	assert_memory_equal(c->entries, host_entries, sizeof(host_entries));
 	test_free(c);
@@ -193,7 +202,7 @@ static void test_empty(void **state)
 {
 	struct kvm_cpuid2 c = { .nent = 0 };
 
-	assert_int_equal(cpuid_filter(&c, 0, 1), 0);
+	assert_int_equal(cpuid_filter(&c, 0, 1, false), 0);
 }
 
 int main(void)
