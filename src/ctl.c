@@ -5,12 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <json-c/json.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "qlite/ctl.h"
 #include "qlite/devices.h"
 #include "qlite/loop.h"
+#include "qlite/profile.h"
 #include "qlite/qmp.h"
 
 static const char *const runstate_names[] = {
@@ -64,10 +67,13 @@ static int ctl_build_vm(struct ctl *c, struct qerr *e)
 	return ret;
 }
 
+static void ctl_profile_end(struct ctl *c, const char *reason);
+
 static void ctl_destroy_vm(struct ctl *c)
 {
 	if (!c->vm)
 		return;
+	ctl_profile_end(c, "vm-stopped"); /* before the vCPUs it is attached to go */
 	loop_del(c->loop, c->vm->stop_efd);
 	vm_destroy(c->vm);
 	c->vm = NULL;
@@ -153,6 +159,7 @@ int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 		return qerr_set(e, ENOMEM, "out of memory");
 	c->cfg = *cfg;
 	c->signal_fd = -1;
+	c->prof_timer_fd = -1;
 	c->state = cfg->start_paused ? RUN_PRELAUNCH : RUN_RUNNING;
 	ret = loop_create(&c->loop);
 	if (ret) {
@@ -190,6 +197,11 @@ void ctl_destroy(struct ctl *c)
 	if (!c)
 		return;
 	ctl_destroy_vm(c);
+	profile_destroy(c->prof);
+	if (c->prof_timer_fd >= 0) {
+		loop_del(c->loop, c->prof_timer_fd);
+		close(c->prof_timer_fd);
+	}
 	qmp_server_destroy(c->qmp);
 	loop_destroy(c->loop);
 	free(c);
@@ -260,6 +272,103 @@ static void ctl_shutdown_event(struct ctl *c, bool guest, const char *reason)
 	ctl_event(c, "SHUTDOWN", data);
 }
 
+/* ---- profiling ---------------------------------------------------------- */
+
+static void ctl_profile_disarm(struct ctl *c)
+{
+	struct itimerspec off = { { 0, 0 }, { 0, 0 } };
+
+	if (c->prof_timer_fd >= 0)
+		timerfd_settime(c->prof_timer_fd, 0, &off, NULL);
+}
+
+/* A session ends without a request (duration, VM gone): tell every client. */
+static void ctl_profile_end(struct ctl *c, const char *reason)
+{
+	struct profile_data d;
+	struct json_object *ev;
+
+	if (!profile_running(c->prof))
+		return;
+	ctl_profile_disarm(c);
+	profile_stop(c->prof, reason);
+	if (!c->qmp || profile_snapshot(c->prof, &d))
+		return;
+	ev = json_object_new_object();
+	json_object_object_add(ev, "reason", json_object_new_string(reason));
+	json_object_object_add(ev, "profile", profile_data_to_json(&d));
+	ctl_event(c, "PROFILE_STOPPED", json_object_to_json_string_ext(ev, JSON_C_TO_STRING_PLAIN));
+	json_object_put(ev);
+	profile_data_free(&d);
+}
+
+static void ctl_on_profile_timer(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(c->prof_timer_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_msg("profile timer: %s", strerror(errno));
+	if (profile_due(c->prof, time_now_ns()))
+		ctl_profile_end(c, "duration");
+}
+
+int ctl_profile_start(struct ctl *c, const struct profile_params *pp, struct qerr *e)
+{
+	struct profile *p;
+	int ret;
+
+	if (!c->vm)
+		return qerr_set(e, ENODEV, "no VM");
+	if (profile_running(c->prof))
+		return qerr_set(e, EBUSY, "a profile is already running (profile-stop ends it)");
+	if (pp->duration_ns && c->prof_timer_fd < 0) {
+		c->prof_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+		if (c->prof_timer_fd < 0)
+			return qerr_set(e, errno, "timerfd: %s", strerror(errno));
+		ret = loop_add(c->loop, c->prof_timer_fd, EPOLLIN, ctl_on_profile_timer, c);
+		if (ret) {
+			close(c->prof_timer_fd);
+			c->prof_timer_fd = -1;
+			return qerr_set(e, -ret, "cannot watch the profile timer: %s", strerror(-ret));
+		}
+	}
+	ret = profile_start(c->vm, pp, &p, e);
+	if (ret)
+		return ret;
+	profile_destroy(c->prof); /* the previous result */
+	c->prof = p;
+	if (pp->duration_ns) {
+		struct itimerspec its = {
+			.it_value = { .tv_sec = (time_t)(pp->duration_ns / 1000000000ULL),
+				      .tv_nsec = (long)(pp->duration_ns % 1000000000ULL) },
+		};
+
+		timerfd_settime(c->prof_timer_fd, 0, &its, NULL);
+	}
+	return 0;
+}
+
+int ctl_profile_stop(struct ctl *c, struct profile_data *d, struct qerr *e)
+{
+	if (!c->prof)
+		return qerr_set(e, ENOENT, "no profile has been started (profile-start)");
+	ctl_profile_disarm(c);
+	profile_stop(c->prof, "stopped");
+	return ctl_profile_query(c, d, e);
+}
+
+int ctl_profile_query(struct ctl *c, struct profile_data *d, struct qerr *e)
+{
+	int ret;
+
+	if (!c->prof)
+		return qerr_set(e, ENOENT, "no profile has been started (profile-start)");
+	ret = profile_snapshot(c->prof, d);
+	return ret ? qerr_set(e, -ret, "cannot read the profile: %s", strerror(-ret)) : 0;
+}
+
 /* The VM stopped for a reset: rebuild it. Returns false if that failed. */
 static bool ctl_rebuild(struct ctl *c)
 {
@@ -302,6 +411,8 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 			if (c->console_throttled && serial_rx_space(c->vm->serial))
 				ctl_console_throttle(c, false);
 		}
+		/* The profile's last words (PROFILE_STOPPED) before the VM's. */
+		ctl_profile_end(c, "vm-stopped");
 		vm_stop_vcpus(c->vm);
 		why = atomic_load(&c->vm->stop_reason);
 		switch (why) {

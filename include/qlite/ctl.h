@@ -15,6 +15,9 @@
 
 struct loop;
 struct qmp_server;
+struct profile;
+struct profile_params;
+struct profile_data;
 
 /* QEMU's RunState names, so tooling reads query-status the same way. */
 enum runstate {
@@ -49,6 +52,9 @@ struct ctl {
 	bool console_throttled;
 	bool escape;
 	int signal_fd;
+	/* The guest profiler's session (or the last one's result) and its duration timer. */
+	struct profile *prof;
+	int prof_timer_fd;
 };
 
 int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e);
@@ -67,5 +73,16 @@ void ctl_powerdown(struct ctl *c);
 void ctl_reset(struct ctl *c);
 /* @reason: QEMU ShutdownCause ("host-qmp-quit", "host-signal", ...). */
 void ctl_quit(struct ctl *c, const char *reason);
+
+/*
+ * Profiling (QMP profile-start, profile-stop, query-profile). A session ends
+ * by request, after its duration, or with its VM; the last two broadcast a
+ * PROFILE_STOPPED event carrying the result, so a client loses nothing
+ * when the VM goes away mid-profile.
+ */
+int ctl_profile_start(struct ctl *c, const struct profile_params *pp, struct qerr *e);
+/* Stop (if running) and return the result; -ENOENT if none was started. */
+int ctl_profile_stop(struct ctl *c, struct profile_data *d, struct qerr *e);
+int ctl_profile_query(struct ctl *c, struct profile_data *d, struct qerr *e);
 
 #endif

@@ -9,11 +9,18 @@
 
 #include <linux/kvm.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 struct vm;
+struct profile_vcpu;
+
+/* Kicks a vCPU out of KVM_RUN; carries no meaning of its own. */
+#define VCPU_KICK_SIGNAL SIGUSR1
+/* Profiler sample timers (SIGEV_THREAD_ID, si_value = the vCPU). */
+#define VCPU_SAMPLE_SIGNAL SIGUSR2
 
 enum vcpu_state {
 	VCPU_CREATED,
@@ -41,6 +48,17 @@ struct vcpu {
 	bool io_pending;
 	uint64_t exits;
 	uint64_t exit_counts[64];
+	uint64_t pauses; /* times the thread parked (vCPU thread only) */
+
+	/*
+	 * Profiler (profile.h). @prof is set and cleared under @lock; the
+	 * thread copies it to @prof_seen at the top of each loop, under the
+	 * same lock, and runs with that copy, so a detach can wait until no
+	 * KVM_RUN uses the old one. @prof_req: a sample is due (atomic).
+	 */
+	struct profile_vcpu *prof;
+	struct profile_vcpu *prof_seen;
+	int prof_req;
 };
 
 int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out);
@@ -50,6 +68,8 @@ int vcpu_setup_x86(struct vcpu *v);
 int vcpu_start(struct vcpu *v);
 /* Ask the thread to move to @target and kick it out of KVM_RUN. */
 void vcpu_request(struct vcpu *v, enum vcpu_state target);
+/* Kick the thread out of KVM_RUN (immediate_exit + signal); no state change. */
+void vcpu_kick(struct vcpu *v);
 /* Wait until the thread reached @state (or exited). */
 void vcpu_wait_state(struct vcpu *v, enum vcpu_state state);
 void vcpu_join(struct vcpu *v);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "qlite/ctl.h"
+#include "qlite/profile.h"
 #include "qlite/vcpu.h"
 #include "qmp_internal.h"
 
@@ -148,6 +149,72 @@ static int cmd_query_kvm(struct ctl *c, struct json_object *args, struct json_ob
 	return 0;
 }
 
+/*
+ * Guest profiler (qlite extension; docs/profiling.md). profile-start takes
+ * frequency (Hz, default 999), method ("timer", "kick", "perf") and
+ * duration (ms; the session stops by itself and sends PROFILE_STOPPED).
+ */
+static int cmd_profile_start(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	struct profile_params pp = { .freq = PROFILE_DEFAULT_FREQ,
+				     .method = PROFILE_METHOD_TIMER };
+	struct json_object *v;
+
+	if (args && json_object_object_get_ex(args, "frequency", &v)) {
+		int64_t f = json_object_get_int64(v);
+
+		if (f < PROFILE_MIN_FREQ || f > PROFILE_MAX_FREQ)
+			return qerr_set(e, ERANGE, "frequency %lld Hz is out of range (%u..%u Hz)",
+					(long long)f, PROFILE_MIN_FREQ, PROFILE_MAX_FREQ);
+		pp.freq = (unsigned int)f;
+	}
+	if (args && json_object_object_get_ex(args, "method", &v) &&
+	    profile_method_parse(json_object_get_string(v), &pp.method))
+		return qerr_set(e, EINVAL, "method '%.32s': expected timer, kick or perf",
+				json_object_get_string(v));
+	if (args && json_object_object_get_ex(args, "duration", &v)) {
+		int64_t ms = json_object_get_int64(v);
+
+		if (ms <= 0 || ms > 7 * 24 * 3600 * 1000LL)
+			return qerr_set(e, ERANGE, "duration %lld ms is out of range", (long long)ms);
+		pp.duration_ns = (uint64_t)ms * 1000000ULL;
+	}
+	return ctl_profile_start(c, &pp, e);
+}
+
+static int profile_reply(int ret, struct profile_data *d, struct json_object **out)
+{
+	if (ret)
+		return ret;
+	*out = profile_data_to_json(d);
+	profile_data_free(d);
+	return 0;
+}
+
+static int cmd_profile_stop(struct ctl *c, struct json_object *args, struct json_object **ret,
+			    struct qerr *e)
+{
+	struct profile_data d;
+
+	return profile_reply(ctl_profile_stop(c, &d, e), &d, ret);
+}
+
+static int cmd_query_profile(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	struct profile_data d;
+
+	return profile_reply(ctl_profile_query(c, &d, e), &d, ret);
+}
+
+static const struct qmp_arg args_profile_start[] = {
+	{ "frequency", QMP_ARG_INT, false },
+	{ "method", QMP_ARG_STRING, false },
+	{ "duration", QMP_ARG_INT, false },
+	{ NULL },
+};
+
 static const struct qmp_arg args_capabilities[] = {
 	{ "enable", QMP_ARG_ARRAY, false },
 	{ NULL },
@@ -177,6 +244,9 @@ static const struct qmp_command commands[] = {
 	{ "query-block", cmd_empty_list, NULL, args_query_block },
 	{ "query-blockstats", cmd_empty_list, NULL, args_query_blockstats },
 	{ "query-kvm", cmd_query_kvm },
+	{ "profile-start", cmd_profile_start, NULL, args_profile_start },
+	{ "profile-stop", cmd_profile_stop },
+	{ "query-profile", cmd_query_profile },
 };
 
 static int cmd_query_commands(struct ctl *c, struct json_object *args,

@@ -10,15 +10,31 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "qlite/profile.h"
 #include "qlite/vcpu.h"
 #include "qlite/vm.h"
 
 /* Only kicks a vCPU out of KVM_RUN; the state machine carries the meaning. */
-#define VCPU_KICK_SIGNAL SIGUSR1
-
 static void vcpu_kick_handler(int sig)
 {
 	(void)sig;
+}
+
+/*
+ * A profiler sample timer fired on this vCPU's thread: ask for a sample and
+ * make sure the next (or current) KVM_RUN returns. Only atomics: it runs in
+ * signal context. The vCPU outlives every signal directed at its thread.
+ */
+static void vcpu_sample_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct vcpu *v = si->si_value.sival_ptr;
+
+	(void)sig;
+	(void)uc;
+	if (si->si_code != SI_TIMER || !v)
+		return;
+	__atomic_store_n(&v->prof_req, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 }
 
 static pthread_once_t kick_once = PTHREAD_ONCE_INIT;
@@ -26,9 +42,12 @@ static pthread_once_t kick_once = PTHREAD_ONCE_INIT;
 static void vcpu_install_kick_handler(void)
 {
 	struct sigaction sa = { .sa_handler = vcpu_kick_handler };
+	struct sigaction ss = { .sa_sigaction = vcpu_sample_handler, .sa_flags = SA_SIGINFO };
 
 	sigemptyset(&sa.sa_mask);
 	sigaction(VCPU_KICK_SIGNAL, &sa, NULL);
+	sigemptyset(&ss.sa_mask);
+	sigaction(VCPU_SAMPLE_SIGNAL, &ss, NULL);
 }
 
 static const char *const exit_names[] = {
@@ -124,6 +143,13 @@ void vcpu_request(struct vcpu *v, enum vcpu_state target)
 	/* Set after the target, so the thread cannot re-enter KVM_RUN unkicked. */
 	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
 	if (v->thread_started && v->thread != pthread_self())
+		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+void vcpu_kick(struct vcpu *v)
+{
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (__atomic_load_n(&v->thread_started, __ATOMIC_ACQUIRE) && v->thread != pthread_self())
 		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
 }
 
@@ -292,9 +318,11 @@ static void *vcpu_thread(void *arg)
 	pthread_mutex_unlock(&v->lock);
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
+	sigaddset(&set, VCPU_SAMPLE_SIGNAL);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
 	for (;;) {
+		struct profile_vcpu *prof;
 		enum vcpu_state target;
 		int ret;
 
@@ -306,6 +334,7 @@ static void *vcpu_thread(void *arg)
 			pthread_mutex_lock(&v->lock);
 			while (v->target == VCPU_PAUSED) {
 				v->state = VCPU_PAUSED;
+				v->pauses++;
 				pthread_cond_broadcast(&v->cond);
 				pthread_cond_wait(&v->cond, &v->lock);
 			}
@@ -316,10 +345,15 @@ static void *vcpu_thread(void *arg)
 			break;
 		}
 		v->state = VCPU_RUNNING;
+		prof = v->prof_seen = v->prof;
 		pthread_cond_broadcast(&v->cond);
 		pthread_mutex_unlock(&v->lock);
 
-		ret = ioctl(v->fd, KVM_RUN, 0);
+		/* The profiler's only cost when off: this branch. */
+		if (__builtin_expect(prof != NULL, 0))
+			ret = profile_vcpu_run(v, prof);
+		else
+			ret = ioctl(v->fd, KVM_RUN, 0);
 		if (ret < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				/* Kicked: the pending I/O (if any) is now done. */
@@ -347,12 +381,13 @@ int vcpu_start(struct vcpu *v)
 	/* Threads inherit the mask: keep the kick signal blocked until the loop runs. */
 	sigemptyset(&set);
 	sigaddset(&set, VCPU_KICK_SIGNAL);
+	sigaddset(&set, VCPU_SAMPLE_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &set, &old);
 	ret = -pthread_create(&v->thread, NULL, vcpu_thread, v);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (ret)
 		return ret;
-	v->thread_started = true;
+	__atomic_store_n(&v->thread_started, true, __ATOMIC_RELEASE);
 	/* Callers (query-cpus-fast) may ask for the thread id right away. */
 	pthread_mutex_lock(&v->lock);
 	while (!v->tid)

@@ -299,6 +299,62 @@ static void test_events(void **state)
 	json_object_put(o);
 }
 
+/* Error description of the next reply (which must be an error). */
+static void expect_error_desc(struct fx *f, const char *needle)
+{
+	struct json_object *o = next_msg(f), *err, *desc;
+
+	assert_true(json_object_object_get_ex(o, "error", &err));
+	assert_true(json_object_object_get_ex(err, "desc", &desc));
+	if (!strstr(json_object_get_string(desc), needle))
+		fail_msg("\"%s\" lacks \"%s\"", json_object_get_string(desc), needle);
+	json_object_put(o);
+}
+
+/* The profiler's commands exist, and refuse bad input with QMP errors. */
+static void test_profile_commands(void **state)
+{
+	struct fx *f = *state;
+	struct json_object *o, *list;
+	const char *names[] = { "profile-start", "profile-stop", "query-profile" };
+	unsigned int i, j;
+
+	greet_and_negotiate(f);
+	feed(f, "{\"execute\": \"query-commands\"}\n");
+	o = next_msg(f);
+	assert_true(json_object_object_get_ex(o, "return", &list));
+	for (i = 0; i < 3; i++) {
+		bool found = false;
+
+		for (j = 0; j < json_object_array_length(list); j++) {
+			struct json_object *n;
+
+			json_object_object_get_ex(json_object_array_get_idx(list, j), "name", &n);
+			found |= !strcmp(json_object_get_string(n), names[i]);
+		}
+		assert_true(found);
+	}
+	json_object_put(o);
+	feed(f, "{\"execute\": \"profile-start\", \"arguments\": {\"frequency\": 0}}\n");
+	expect_error_desc(f, "out of range (1..10000 Hz)");
+	feed(f, "{\"execute\": \"profile-start\", \"arguments\": {\"frequency\": 10001}}\n");
+	expect_error_desc(f, "out of range");
+	feed(f, "{\"execute\": \"profile-start\", \"arguments\": {\"frequency\": \"fast\"}}\n");
+	expect_error_desc(f, "Invalid parameter type for 'frequency'");
+	feed(f, "{\"execute\": \"profile-start\", \"arguments\": {\"method\": \"pmu\"}}\n");
+	expect_error_desc(f, "expected timer, kick or perf");
+	feed(f, "{\"execute\": \"profile-start\", \"arguments\": {\"duration\": -1}}\n");
+	expect_error_desc(f, "duration");
+	feed(f, "{\"execute\": \"profile-start\", \"arguments\": {\"rate\": 5}}\n");
+	expect_error_desc(f, "'rate' is unexpected");
+	feed(f, "{\"execute\": \"profile-start\"}\n");
+	expect_error_desc(f, "no VM");
+	feed(f, "{\"execute\": \"profile-stop\"}\n");
+	expect_error_desc(f, "no profile has been started");
+	feed(f, "{\"execute\": \"query-profile\"}\n");
+	expect_error_desc(f, "no profile has been started");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -308,6 +364,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_malformed_json, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_profile_commands, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
