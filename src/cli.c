@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "qlite/cli.h"
@@ -16,6 +17,7 @@ const char cli_main_usage[] =
 	"  resume      resume a paused (or -S) VM\n"
 	"  powerdown   press the ACPI power button: the guest shuts down\n"
 	"  quit        stop a VM at once\n"
+	"  profile     profile a running guest (qlite profile --help)\n"
 	"  help        show this text\n"
 	"  version     print the version\n"
 	"\n"
@@ -68,6 +70,14 @@ enum {
 	OPT_NAME,
 	OPT_JSON,
 	OPT_PMU,
+	OPT_DURATION,
+	OPT_FREQ,
+	OPT_SYMBOLS,
+	OPT_USER_SYMBOLS,
+	OPT_OUT,
+	OPT_TOP,
+	OPT_METHOD,
+	OPT_KASLR,
 };
 
 static const struct option run_longopts[] = {
@@ -270,5 +280,194 @@ int cli_parse_client(int argc, char **argv, struct client_options *o, struct qer
 		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
 	if (!o->qmp || !*o->qmp)
 		return qerr_set(e, EINVAL, "--qmp PATH is required");
+	return 0;
+}
+
+const char cli_profile_usage[] =
+	"Usage: qlite profile --qmp PATH [options]\n"
+	"\n"
+	"Profile a running guest without an agent in it: qlite samples every vCPU\n"
+	"(where it was, kernel or user, which address space, or halted) and counts\n"
+	"VM exits and the time qlite spends on them, per reason and per device.\n"
+	"A live table shows the hottest functions while it runs; at the end the\n"
+	"output directory holds profile.folded (flamegraph.pl input), flamegraph.svg,\n"
+	"summary.json (with the exit accounting) and report.txt.\n"
+	"\n"
+	"  --qmp PATH          the VM's QMP socket (qlite run --qmp unix:PATH)\n"
+	"  --duration D        how long: 10s (default), 500ms, 2m, 1h\n"
+	"  --freq HZ           samples per second per vCPU, 1..10000 (default 999)\n"
+	"  --symbols FILE      guest kernel symbols: System.map, a copy of\n"
+	"                      /proc/kallsyms, or vmlinux (ELF); the KASLR offset\n"
+	"                      is found from the guest's MSR_LSTAR\n"
+	"  --kaslr-offset N    use this KASLR offset (hex 0x... or decimal) instead\n"
+	"  --user-symbols FILE symbols for user-space addresses (a non-PIE ELF or a\n"
+	"                      map); without it they show as [user cr3=...] 0xADDR\n"
+	"  --method M          timer (default: a timer per vCPU thread), kick (a\n"
+	"                      sampler thread), or perf (host PMU; needs one)\n"
+	"  --out DIR           output directory (default qlite-profile; created)\n"
+	"  --top N             rows in the tables (default 15)\n"
+	"  -h, --help          this text\n"
+	"\n"
+	"Halted vCPU time is idle and never attributed to a function. If the VM\n"
+	"stops before the duration is up, what was collected is written.\n"
+	"Exit status: 0 when the profile was written, 1 on bad options, an\n"
+	"unreadable symbol file, an unusable output directory or a VM that cannot\n"
+	"be profiled (the VM keeps running in every case).\n";
+
+int cli_parse_duration(const char *s, uint64_t *ns)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t mult;
+	} units[] = {
+		{ "ms", 1000000ULL }, { "s", 1000000000ULL }, { "m", 60 * 1000000000ULL },
+		{ "h", 3600 * 1000000000ULL }, { "", 1000000000ULL },
+	};
+	unsigned long long v;
+	unsigned int i;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno)
+		return -ERANGE;
+	for (i = 0; i < ARRAY_SIZE(units); i++) {
+		if (strcmp(end, units[i].suffix))
+			continue;
+		if (v > UINT64_MAX / units[i].mult)
+			return -ERANGE;
+		*ns = v * units[i].mult;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static const struct option profile_longopts[] = {
+	{ "qmp", required_argument, NULL, OPT_QMP },
+	{ "duration", required_argument, NULL, OPT_DURATION },
+	{ "freq", required_argument, NULL, OPT_FREQ },
+	{ "frequency", required_argument, NULL, OPT_FREQ },
+	{ "symbols", required_argument, NULL, OPT_SYMBOLS },
+	{ "user-symbols", required_argument, NULL, OPT_USER_SYMBOLS },
+	{ "out", required_argument, NULL, OPT_OUT },
+	{ "top", required_argument, NULL, OPT_TOP },
+	{ "method", required_argument, NULL, OPT_METHOD },
+	{ "kaslr-offset", required_argument, NULL, OPT_KASLR },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static int cli_parse_kaslr(const char *arg, struct profile_options *o, struct qerr *e)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!strcmp(arg, "auto")) {
+		o->kaslr_given = false;
+		return 0;
+	}
+	if (!*arg || *arg == '-' || *arg == '+')
+		return qerr_set(e, EINVAL, "--kaslr-offset %s: expected 0x... (hex), decimal or auto",
+				arg);
+	errno = 0;
+	v = strtoull(arg, &end, 0);
+	if (errno || *end || v > (unsigned long long)INT64_MAX)
+		return qerr_set(e, EINVAL, "--kaslr-offset %s: expected 0x... (hex), decimal or auto",
+				arg);
+	o->kaslr_given = true;
+	o->kaslr_offset = (int64_t)v;
+	return 0;
+}
+
+int cli_parse_profile(int argc, char **argv, struct profile_options *o, struct qerr *e)
+{
+	uint64_t v;
+	int c, ret;
+
+	memset(o, 0, sizeof(*o));
+	o->duration_ns = CLI_PROFILE_DEFAULT_DURATION;
+	o->freq = PROFILE_DEFAULT_FREQ;
+	o->method = PROFILE_METHOD_TIMER;
+	o->out = "qlite-profile";
+	o->top = CLI_PROFILE_DEFAULT_TOP;
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", profile_longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_QMP:
+			o->qmp = optarg;
+			break;
+		case OPT_DURATION:
+			ret = cli_parse_duration(optarg, &o->duration_ns);
+			if (ret)
+				return qerr_set(e, EINVAL,
+						"--duration %s: expected a time such as 10s, 500ms, 2m",
+						optarg);
+			if (o->duration_ns < CLI_PROFILE_MIN_DURATION ||
+			    o->duration_ns > CLI_PROFILE_MAX_DURATION)
+				return qerr_set(e, ERANGE, "--duration %s: must be 100ms..24h", optarg);
+			break;
+		case OPT_FREQ:
+			ret = parse_uint(optarg, 0, UINT32_MAX, &v);
+			/* All digits but unparsable: too many of them. */
+			if (ret == -EINVAL && *optarg && !optarg[strspn(optarg, "0123456789")])
+				ret = -ERANGE;
+			if (ret == -EINVAL)
+				return qerr_set(e, EINVAL, "--freq %s: expected a number of Hz", optarg);
+			if (ret || v > PROFILE_MAX_FREQ)
+				return qerr_set(e, ERANGE,
+						"--freq %s is above the limit of %u Hz (the sampling "
+						"itself would dominate)",
+						optarg, PROFILE_MAX_FREQ);
+			if (v < PROFILE_MIN_FREQ)
+				return qerr_set(e, ERANGE, "--freq must be at least %u Hz",
+						PROFILE_MIN_FREQ);
+			o->freq = (unsigned int)v;
+			break;
+		case OPT_SYMBOLS:
+			o->symbols = optarg;
+			break;
+		case OPT_USER_SYMBOLS:
+			o->user_symbols = optarg;
+			break;
+		case OPT_OUT:
+			o->out = optarg;
+			break;
+		case OPT_TOP:
+			if (parse_uint(optarg, 1, 1000, &v))
+				return qerr_set(e, EINVAL, "--top %s: expected 1..1000", optarg);
+			o->top = (unsigned int)v;
+			break;
+		case OPT_METHOD:
+			if (profile_method_parse(optarg, &o->method))
+				return qerr_set(e, EINVAL, "--method %s: expected timer, kick or perf",
+						optarg);
+			break;
+		case OPT_KASLR:
+			ret = cli_parse_kaslr(optarg, o, e);
+			if (ret)
+				return ret;
+			break;
+		case 'h':
+			o->help = true;
+			return 0;
+		case ':':
+			return qerr_set(e, EINVAL, "option %s needs a value", argv[optind - 1]);
+		default:
+			if (optopt)
+				return qerr_set(e, EINVAL, "option %s takes no value", argv[optind - 1]);
+			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (!o->qmp || !*o->qmp)
+		return qerr_set(e, EINVAL, "--qmp PATH is required");
+	if ((o->symbols && !*o->symbols) || (o->user_symbols && !*o->user_symbols) || !*o->out)
+		return qerr_set(e, EINVAL, "--%s needs a file name",
+				o->symbols && !*o->symbols ? "symbols" :
+				o->user_symbols && !*o->user_symbols ? "user-symbols" : "out");
 	return 0;
 }

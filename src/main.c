@@ -178,6 +178,22 @@ static int cmd_client(int argc, char **argv)
 	return client_run(&o);
 }
 
+static int cmd_profile(int argc, char **argv)
+{
+	struct profile_options o;
+	struct qerr e = { 0 };
+
+	if (cli_parse_profile(argc, argv, &o, &e)) {
+		fprintf(stderr, "qlite profile: %s\n(see qlite profile --help)\n", e.msg);
+		return EXIT_SETUP;
+	}
+	if (o.help) {
+		fputs(cli_profile_usage, stdout);
+		return EXIT_OK;
+	}
+	return profile_client_run(&o);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -188,6 +204,8 @@ int main(int argc, char **argv)
 		return cmd_run(argc - 1, argv + 1);
 	if (cli_is_client_command(argv[1]))
 		return cmd_client(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "profile"))
+		return cmd_profile(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(cli_main_usage, stdout);
 		return EXIT_OK;

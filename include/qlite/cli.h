@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "qlite/mem.h"
+#include "qlite/profile.h"
 #include "qlite/util.h"
 #include "qlite/vpmu.h"
 
@@ -37,6 +38,31 @@ struct client_options {
 };
 
 int cli_parse_client(int argc, char **argv, struct client_options *o, struct qerr *e);
+
+#define CLI_PROFILE_DEFAULT_DURATION (10ULL * 1000000000ULL)
+#define CLI_PROFILE_MIN_DURATION (100ULL * 1000000ULL)
+#define CLI_PROFILE_MAX_DURATION (24ULL * 3600 * 1000000000ULL)
+#define CLI_PROFILE_DEFAULT_TOP 15
+
+/* `qlite profile --qmp PATH [--duration D] [--freq HZ] [--symbols FILE] ...` */
+struct profile_options {
+	const char *qmp;
+	uint64_t duration_ns;
+	unsigned int freq;
+	enum profile_method method;
+	const char *symbols; /* System.map, kallsyms or vmlinux */
+	const char *user_symbols; /* ELF or map for user-space addresses */
+	const char *out; /* output directory */
+	unsigned int top;
+	bool kaslr_given;
+	int64_t kaslr_offset;
+	bool help;
+};
+
+int cli_parse_profile(int argc, char **argv, struct profile_options *o, struct qerr *e);
+/* "10s", "500ms", "2m", "1h", or seconds ("10"). */
+int cli_parse_duration(const char *s, uint64_t *ns);
+extern const char cli_profile_usage[];
 bool cli_is_client_command(const char *name);
 extern const char cli_client_usage[];
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-/* `qlite status|pause|resume|powerdown|quit`: a small QMP client. */
+/* `qlite status|pause|resume|powerdown|quit`, on a small QMP client. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <poll.h>
@@ -13,16 +13,7 @@
 #include "qlite/cli.h"
 #include "qlite/client.h"
 
-#define CLIENT_TIMEOUT_MS 10000
-
-struct conn {
-	int fd;
-	struct json_tokener *tok;
-	char buf[4096];
-	size_t len, off;
-};
-
-static int conn_open(struct conn *c, const char *spec, struct qerr *e)
+static int conn_connect(struct qmp_conn *c, const char *spec, struct qerr *e)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	const char *path = spec;
@@ -41,19 +32,24 @@ static int conn_open(struct conn *c, const char *spec, struct qerr *e)
 		int err = errno;
 
 		close(c->fd);
+		c->fd = -1;
 		return qerr_set(e, err, "cannot connect to %s: %s (is qlite running with --qmp?)",
 				sa.sun_path, strerror(err));
 	}
 	c->tok = json_tokener_new();
-	return 0;
+	return c->tok ? 0 : qerr_set(e, ENOMEM, "out of memory");
 }
 
-/* Next complete JSON message, or NULL with @e set. */
-static struct json_object *conn_read(struct conn *c, struct qerr *e)
+/*
+ * Next complete JSON message, or NULL with @e set (-ETIMEDOUT after
+ * @timeout_ms without one; the connection stays usable then).
+ */
+static struct json_object *conn_read(struct qmp_conn *c, int timeout_ms, struct qerr *e)
 {
 	for (;;) {
 		struct pollfd p = { .fd = c->fd, .events = POLLIN };
 		ssize_t n;
+		int r;
 
 		while (c->off < c->len) {
 			struct json_object *o;
@@ -77,12 +73,20 @@ static struct json_object *conn_read(struct conn *c, struct qerr *e)
 			}
 			return o;
 		}
-		if (poll(&p, 1, CLIENT_TIMEOUT_MS) <= 0) {
+		if (c->closed) {
+			qerr_set(e, ECONNRESET, "the QMP server closed the connection");
+			return NULL;
+		}
+		r = poll(&p, 1, timeout_ms);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
 			qerr_set(e, ETIMEDOUT, "no answer from the QMP server");
 			return NULL;
 		}
 		n = read(c->fd, c->buf, sizeof(c->buf));
 		if (n <= 0) {
+			c->closed = true;
 			qerr_set(e, ECONNRESET, "the QMP server closed the connection");
 			return NULL;
 		}
@@ -91,26 +95,135 @@ static struct json_object *conn_read(struct conn *c, struct qerr *e)
 	}
 }
 
-/* Send a command; return its reply (events in between are skipped). */
-static struct json_object *conn_execute(struct conn *c, const char *cmd, struct qerr *e)
+static bool is_event(struct qmp_conn *c, struct json_object *o)
 {
-	char req[256];
-	int n = snprintf(req, sizeof(req), "{\"execute\": \"%s\"}\n", cmd);
+	struct json_object *v;
 
-	if (write(c->fd, req, n) != n) {
+	if (!json_object_object_get_ex(o, "event", &v))
+		return false;
+	if (c->on_event)
+		c->on_event(c->opaque, o);
+	return true;
+}
+
+int qmp_conn_wait(struct qmp_conn *c, int timeout_ms, struct qerr *e)
+{
+	struct qerr te = { 0 };
+	struct json_object *o = conn_read(c, timeout_ms, &te);
+
+	if (!o) {
+		if (te.errnum == ETIMEDOUT)
+			return 0;
+		return qerr_set(e, te.errnum, "%s", te.msg);
+	}
+	if (!is_event(c, o)) {
+		/* A reply nobody waits for: ignore it. */
+	}
+	json_object_put(o);
+	return 0;
+}
+
+/* Send a command; return the whole reply (events in between go to on_event). */
+static struct json_object *conn_execute_raw(struct qmp_conn *c, const char *cmd,
+					    struct json_object *args, struct qerr *e)
+{
+	struct json_object *req = json_object_new_object();
+	const char *s;
+	size_t len, off = 0;
+
+	json_object_object_add(req, "execute", json_object_new_string(cmd));
+	if (args)
+		json_object_object_add(req, "arguments", json_object_get(args));
+	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	len = strlen(s);
+	while (off < len) {
+		ssize_t n = send(c->fd, s + off, len - off, MSG_NOSIGNAL);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			qerr_set(e, errno ? errno : EIO, "cannot send to the QMP server: %s",
+				 strerror(errno ? errno : EIO));
+			json_object_put(req);
+			return NULL;
+		}
+		off += n;
+	}
+	json_object_put(req);
+	if (send(c->fd, "\n", 1, MSG_NOSIGNAL) != 1) {
 		qerr_set(e, errno, "cannot send to the QMP server: %s", strerror(errno));
 		return NULL;
 	}
 	for (;;) {
-		struct json_object *o = conn_read(c, e), *v;
+		struct json_object *o = conn_read(c, QMP_CONN_TIMEOUT_MS, e), *v;
 
 		if (!o)
 			return NULL;
 		if (json_object_object_get_ex(o, "return", &v) ||
 		    json_object_object_get_ex(o, "error", &v))
 			return o;
-		json_object_put(o); /* an event */
+		is_event(c, o);
+		json_object_put(o);
 	}
+}
+
+struct json_object *qmp_conn_execute(struct qmp_conn *c, const char *cmd,
+				     struct json_object *args, bool *qmp_error, struct qerr *e)
+{
+	struct json_object *reply = conn_execute_raw(c, cmd, args, e), *v, *desc, *ret = NULL;
+
+	if (qmp_error)
+		*qmp_error = false;
+	if (!reply)
+		return NULL;
+	if (json_object_object_get_ex(reply, "error", &v)) {
+		json_object_object_get_ex(v, "desc", &desc);
+		qerr_set(e, EIO, "%s", desc ? json_object_get_string(desc) : "error");
+		if (qmp_error)
+			*qmp_error = true;
+	} else if (json_object_object_get_ex(reply, "return", &v)) {
+		ret = json_object_get(v);
+	}
+	json_object_put(reply);
+	return ret;
+}
+
+int qmp_conn_open(struct qmp_conn *c, const char *spec, struct qerr *e)
+{
+	struct json_object *greeting, *v;
+	int ret;
+
+	c->fd = -1;
+	c->tok = NULL;
+	c->len = c->off = 0;
+	c->closed = false;
+	ret = conn_connect(c, spec, e);
+	if (ret)
+		return ret;
+	greeting = conn_read(c, QMP_CONN_TIMEOUT_MS, e);
+	if (!greeting || !json_object_object_get_ex(greeting, "QMP", &v)) {
+		json_object_put(greeting);
+		qmp_conn_close(c);
+		return qerr_set(e, EPROTO, "%s does not speak QMP", spec);
+	}
+	json_object_put(greeting);
+	v = qmp_conn_execute(c, "qmp_capabilities", NULL, NULL, e);
+	if (!v) {
+		qmp_conn_close(c);
+		return -EPROTO;
+	}
+	json_object_put(v);
+	return 0;
+}
+
+void qmp_conn_close(struct qmp_conn *c)
+{
+	if (c->tok)
+		json_tokener_free(c->tok);
+	if (c->fd >= 0)
+		close(c->fd);
+	c->tok = NULL;
+	c->fd = -1;
 }
 
 static const struct {
@@ -125,30 +238,24 @@ static const struct {
 
 int client_run(const struct client_options *o)
 {
-	struct conn c = { .fd = -1 };
-	struct json_object *greeting = NULL, *reply = NULL, *v, *err;
+	struct qmp_conn *c = calloc(1, sizeof(*c));
+	struct json_object *reply = NULL, *v, *err;
 	struct qerr e = { 0 };
 	const char *qmp = NULL, *done = NULL;
 	unsigned int i;
 	int ret = 1;
 
+	if (!c)
+		return 1;
+	c->fd = -1;
 	for (i = 0; i < ARRAY_SIZE(verbs); i++)
 		if (!strcmp(o->command, verbs[i].verb)) {
 			qmp = verbs[i].qmp;
 			done = verbs[i].done;
 		}
-	if (!qmp || conn_open(&c, o->qmp, &e))
+	if (!qmp || qmp_conn_open(c, o->qmp, &e))
 		goto out;
-	greeting = conn_read(&c, &e);
-	if (!greeting || !json_object_object_get_ex(greeting, "QMP", &v)) {
-		qerr_set(&e, EPROTO, "%s does not speak QMP", o->qmp);
-		goto out;
-	}
-	reply = conn_execute(&c, "qmp_capabilities", &e);
-	if (!reply)
-		goto out;
-	json_object_put(reply);
-	reply = conn_execute(&c, qmp, &e);
+	reply = conn_execute_raw(c, qmp, NULL, &e);
 	if (!reply)
 		goto out;
 	if (o->json) {
@@ -177,11 +284,8 @@ int client_run(const struct client_options *o)
 out:
 	if (ret && e.msg[0])
 		fprintf(stderr, "qlite %s: %s\n", o->command, e.msg);
-	json_object_put(greeting);
 	json_object_put(reply);
-	if (c.tok)
-		json_tokener_free(c.tok);
-	if (c.fd >= 0)
-		close(c.fd);
+	qmp_conn_close(c);
+	free(c);
 	return ret;
 }

@@ -50,6 +50,10 @@ expect "--pmu bad mode" 1 "--pmu maybe: expected off, on or allow=" -- \
     "$qlite" run --kernel "$tmp/ok.bz" --pmu maybe
 expect "--pmu unknown event" 1 "unknown event 'frob'" -- \
     "$qlite" run --kernel "$tmp/ok.bz" --pmu allow=cycles,frob
+expect "profile: no --qmp" 1 "--qmp PATH is required" -- "$qlite" profile
+expect "profile: --freq too high" 1 "above the limit of 10000 Hz" -- \
+    "$qlite" profile --qmp x --freq 10001
+expect "profile: --freq 0" 1 "at least 1 Hz" -- "$qlite" profile --qmp x --freq 0
 expect "help" 0 "Usage: qlite run" -- "$qlite" run --help
 expect "version" 0 "^qlite [0-9]" -- "$qlite" --version
 

@@ -340,6 +340,136 @@ static void test_pmu(void **state)
 	EXPECT_ERR(-EINVAL, "--pmu", "--kernel", "bz", "--pmu");
 }
 
+/* ---- qlite profile ---------------------------------------------------- */
+
+static int parse_profile(struct profile_options *o, struct qerr *e, const char *const *args)
+{
+	char *argv[MAX_ARGS + 1];
+	int argc = 0;
+
+	while (args[argc]) {
+		assert_true(argc < MAX_ARGS);
+		argv[argc] = (char *)args[argc];
+		argc++;
+	}
+	argv[argc] = NULL;
+	memset(e, 0, sizeof(*e));
+	return cli_parse_profile(argc, argv, o, e);
+}
+
+#define PPARSE(o, e, ...) parse_profile(o, e, (const char *const[]){ "profile", __VA_ARGS__, NULL })
+
+#define EXPECT_PERR(err, needle, ...)                                                      \
+	do {                                                                               \
+		struct profile_options o_;                                                 \
+		struct qerr e_;                                                            \
+		int r_ = PPARSE(&o_, &e_, __VA_ARGS__);                                    \
+		if (r_ != (err))                                                           \
+			fail_msg("%s: got %d, want %d (msg: %s)", #__VA_ARGS__, r_, (err), \
+				 e_.msg);                                                  \
+		check_msg(&e_, err, needle);                                               \
+	} while (0)
+
+static void test_profile_defaults(void **state)
+{
+	struct profile_options o;
+	struct qerr e;
+
+	assert_int_equal(PPARSE(&o, &e, "--qmp", "/run/vm.sock"), 0);
+	assert_string_equal(o.qmp, "/run/vm.sock");
+	assert_true(o.duration_ns == 10ULL * 1000000000ULL);
+	assert_int_equal(o.freq, 999);
+	assert_int_equal(o.method, PROFILE_METHOD_TIMER);
+	assert_string_equal(o.out, "qlite-profile");
+	assert_int_equal(o.top, 15);
+	assert_null(o.symbols);
+	assert_null(o.user_symbols);
+	assert_false(o.kaslr_given);
+	assert_false(o.help);
+}
+
+static void test_profile_full(void **state)
+{
+	struct profile_options o;
+	struct qerr e;
+
+	assert_int_equal(PPARSE(&o, &e, "--qmp", "s", "--duration", "500ms", "--freq", "10000",
+				"--symbols", "/guest/System.map", "--user-symbols", "a.out", "--out",
+				"dir", "--top", "5", "--method", "kick", "--kaslr-offset",
+				"0x2a000000"),
+			 0);
+	assert_true(o.duration_ns == 500000000ULL);
+	assert_int_equal(o.freq, 10000);
+	assert_string_equal(o.symbols, "/guest/System.map");
+	assert_string_equal(o.user_symbols, "a.out");
+	assert_string_equal(o.out, "dir");
+	assert_int_equal(o.top, 5);
+	assert_int_equal(o.method, PROFILE_METHOD_KICK);
+	assert_true(o.kaslr_given && o.kaslr_offset == 0x2a000000);
+	assert_int_equal(PPARSE(&o, &e, "--qmp=s", "--duration=2m", "--freq=1", "--method=perf",
+				"--kaslr-offset=0", "--frequency", "250"),
+			 0);
+	assert_true(o.duration_ns == 120ULL * 1000000000ULL);
+	assert_int_equal(o.freq, 250);
+	assert_int_equal(o.method, PROFILE_METHOD_PERF);
+	assert_true(o.kaslr_given && o.kaslr_offset == 0);
+	assert_int_equal(PPARSE(&o, &e, "--qmp", "s", "--kaslr-offset", "12", "--kaslr-offset",
+				"auto"),
+			 0);
+	assert_false(o.kaslr_given);
+	assert_int_equal(PPARSE(&o, &e, "--help"), 0);
+	assert_true(o.help);
+	assert_non_null(strstr(cli_profile_usage, "--symbols"));
+}
+
+static void test_profile_errors(void **state)
+{
+	EXPECT_PERR(-ERANGE, "at least 1", "--qmp", "s", "--freq", "0");
+	EXPECT_PERR(-ERANGE, "above the limit of 10000 Hz", "--qmp", "s", "--freq", "10001");
+	EXPECT_PERR(-ERANGE, "above the limit", "--qmp", "s", "--freq", "99999999999999999999");
+	EXPECT_PERR(-EINVAL, "expected a number", "--qmp", "s", "--freq", "fast");
+	EXPECT_PERR(-EINVAL, "expected a number", "--qmp", "s", "--freq", "-5");
+	EXPECT_PERR(-ERANGE, "100ms..24h", "--qmp", "s", "--duration", "0");
+	EXPECT_PERR(-ERANGE, "100ms..24h", "--qmp", "s", "--duration", "99ms");
+	EXPECT_PERR(-ERANGE, "100ms..24h", "--qmp", "s", "--duration", "25h");
+	EXPECT_PERR(-EINVAL, "expected a time", "--qmp", "s", "--duration", "5x");
+	EXPECT_PERR(-EINVAL, "expected a time", "--qmp", "s", "--duration", "s");
+	EXPECT_PERR(-EINVAL, "expected a time", "--qmp", "s", "--duration", "1.5s");
+	EXPECT_PERR(-EINVAL, "expected timer, kick or perf", "--qmp", "s", "--method", "pmu");
+	EXPECT_PERR(-EINVAL, "--top", "--qmp", "s", "--top", "0");
+	EXPECT_PERR(-EINVAL, "--qmp PATH is required", "--duration", "1s");
+	EXPECT_PERR(-EINVAL, "--symbols needs a file name", "--qmp", "s", "--symbols", "");
+	EXPECT_PERR(-EINVAL, "--out needs a file name", "--qmp", "s", "--out", "");
+	EXPECT_PERR(-EINVAL, "--kaslr-offset -5", "--qmp", "s", "--kaslr-offset", "-5");
+	EXPECT_PERR(-EINVAL, "--kaslr-offset zz", "--qmp", "s", "--kaslr-offset", "zz");
+	EXPECT_PERR(-EINVAL, "unknown option --frob", "--qmp", "s", "--frob");
+	EXPECT_PERR(-EINVAL, "needs a value", "--qmp", "s", "--freq");
+	EXPECT_PERR(-EINVAL, "takes no value", "--qmp", "s", "--help=1");
+	EXPECT_PERR(-EINVAL, "unexpected argument 'extra'", "--qmp", "s", "extra");
+}
+
+static void test_duration(void **state)
+{
+	uint64_t ns;
+
+	assert_int_equal(cli_parse_duration("10", &ns), 0);
+	assert_true(ns == 10000000000ULL);
+	assert_int_equal(cli_parse_duration("10s", &ns), 0);
+	assert_true(ns == 10000000000ULL);
+	assert_int_equal(cli_parse_duration("250ms", &ns), 0);
+	assert_true(ns == 250000000ULL);
+	assert_int_equal(cli_parse_duration("3m", &ns), 0);
+	assert_true(ns == 180000000000ULL);
+	assert_int_equal(cli_parse_duration("1h", &ns), 0);
+	assert_true(ns == 3600000000000ULL);
+	assert_int_equal(cli_parse_duration("", &ns), -EINVAL);
+	assert_int_equal(cli_parse_duration("ms", &ns), -EINVAL);
+	assert_int_equal(cli_parse_duration("5 s", &ns), -EINVAL);
+	assert_int_equal(cli_parse_duration("5sec", &ns), -EINVAL);
+	assert_int_equal(cli_parse_duration("99999999999999999999", &ns), -ERANGE);
+	assert_int_equal(cli_parse_duration("9999999999999h", &ns), -ERANGE);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -351,7 +481,9 @@ int main(void)
 		cmocka_unit_test(test_missing_value),  cmocka_unit_test(test_missing_kernel),
 		cmocka_unit_test(test_stray_argument), cmocka_unit_test(test_console_bad),
 		cmocka_unit_test(test_help),	       cmocka_unit_test(test_repeated_parsing),
-		cmocka_unit_test(test_pmu),
+		cmocka_unit_test(test_pmu),	       cmocka_unit_test(test_profile_defaults),
+		cmocka_unit_test(test_profile_full),   cmocka_unit_test(test_profile_errors),
+		cmocka_unit_test(test_duration),
 	};
 
 	/* Permutation (positional arguments anywhere) is what users expect. */
