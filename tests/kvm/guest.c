@@ -7,6 +7,8 @@
 
 #include "guest.h"
 
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
 static inline void outb(uint16_t port, uint8_t v)
 {
 	__asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port));
@@ -184,6 +186,162 @@ static void test_triple_fault(void)
 	__asm__ volatile("lidt %0; int3" ::"m"(empty_idt));
 }
 
+/* ---- GT_PROFILE_SPLIT ------------------------------------------------ */
+
+#define APIC_BASE 0xfee00000ULL
+#define APIC_EOI 0xb0
+#define APIC_SVR 0xf0
+#define APIC_LVT_TIMER 0x320
+#define APIC_TIMER_INIT 0x380
+#define APIC_TIMER_DIV 0x3e0
+#define TIMER_VECTOR 0x40
+#define TIMER_COUNT 1000000 /* KVM's APIC timer runs at 1 GHz: 1 ms */
+
+struct idt_gate {
+	uint16_t off0, sel;
+	uint8_t ist, type;
+	uint16_t off1;
+	uint32_t off2, zero;
+} __attribute__((packed));
+
+static struct idt_gate idt[256] __attribute__((aligned(16)));
+volatile uint64_t guest_ticks;
+
+/* The LAPIC timer wakes the idle HLTs; any other vector just returns. */
+void guest_timer_isr(void);
+void guest_default_isr(void);
+__asm__(".text\n"
+	".globl guest_timer_isr\n"
+	"guest_timer_isr:\n"
+	"	push %rax\n"
+	"	movabs $0xfee000b0, %rax\n"
+	"	movl $0, (%rax)\n"
+	"	lock incq guest_ticks(%rip)\n"
+	"	pop %rax\n"
+	"	iretq\n"
+	".globl guest_default_isr\n"
+	"guest_default_isr:\n"
+	"	iretq\n");
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static void lapic_write(uint32_t reg, uint32_t v)
+{
+	*(volatile uint32_t *)(APIC_BASE + reg) = v;
+}
+
+static void idt_set(unsigned int vec, void (*fn)(void), uint16_t cs)
+{
+	uint64_t a = (uint64_t)fn;
+
+	idt[vec] = (struct idt_gate){ .off0 = (uint16_t)a,
+				      .sel = cs,
+				      .type = 0x8e, /* present, 64-bit interrupt gate */
+				      .off1 = (uint16_t)(a >> 16),
+				      .off2 = (uint32_t)(a >> 32) };
+}
+
+static void timer_setup(void)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)idt };
+	uint16_t cs;
+	unsigned int v;
+
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	for (v = 32; v < 256; v++)
+		idt_set(v, guest_default_isr, cs);
+	idt_set(TIMER_VECTOR, guest_timer_isr, cs);
+	__asm__ volatile("lidt %0" ::"m"(idtr));
+	lapic_write(APIC_SVR, 0x1ff); /* software-enable, spurious vector 0xff */
+	lapic_write(APIC_TIMER_DIV, 0xb); /* divide by 1 */
+	lapic_write(APIC_LVT_TIMER, TIMER_VECTOR | (1u << 17)); /* periodic */
+	lapic_write(APIC_TIMER_INIT, TIMER_COUNT);
+	__asm__ volatile("sti");
+}
+
+/*
+ * The two known hot functions: the same loop, so time is proportional to
+ * iterations. noipa keeps GCC from folding them into one (identical code
+ * folding would give both one address).
+ */
+void __attribute__((noinline, noipa)) prof_hot_a(uint64_t n)
+{
+	__asm__ volatile("1: dec %0; jnz 1b" : "+r"(n));
+}
+
+void __attribute__((noinline, noipa)) prof_hot_b(uint64_t n)
+{
+	__asm__ volatile("1: dec %0; jnz 1b" : "+r"(n));
+}
+
+/* Halted until the TSC passes @end (woken by the 1 ms LAPIC timer). */
+void __attribute__((noinline, noipa)) prof_idle(uint64_t end)
+{
+	while (rdtsc() < end)
+		__asm__ volatile("sti; hlt" ::: "memory");
+}
+
+static void test_profile_split(volatile uint64_t *shared)
+{
+	volatile uint8_t *mmio = (volatile uint8_t *)GUEST_TESTDEV_MMIO;
+	uint64_t a = 0, b = 0, idle = 0, rounds = 0, t, per_iter, iters_a, iters_b;
+
+	/*
+	 * Size a round in TSC cycles, not iterations: the loop runs at very
+	 * different speeds natively, on kvm-pvm and nested under TCG.
+	 */
+	t = rdtsc();
+	prof_hot_a(PS_CALIBRATE);
+	per_iter = (rdtsc() - t) / PS_CALIBRATE + 1;
+	iters_a = MAX(PS_ROUND_CYCLES * 7 / 10 / per_iter, 70);
+	iters_b = MAX(PS_ROUND_CYCLES * 3 / 10 / per_iter, 30);
+	iters_a = iters_b * 7 / 3; /* exactly 70:30 up to rounding */
+	shared[PS_ITERS_A] = iters_a;
+	shared[PS_ITERS_B] = iters_b;
+	timer_setup();
+	while (!shared[PS_STOP]) {
+		uint64_t t0 = rdtsc(), t1, t2, t3;
+
+		prof_hot_a(iters_a);
+		t1 = rdtsc();
+		prof_hot_b(iters_b);
+		t2 = rdtsc();
+		/* Some device exits for the accounting to attribute. */
+		outb(GUEST_TESTDEV_PORT, (uint8_t)rounds);
+		*mmio = (uint8_t)rounds;
+		/* Halted for 2/3 of the work time: about 40 % idle overall. */
+		prof_idle(t2 + (t2 - t0) * 2 / 3);
+		t3 = rdtsc();
+		a += t1 - t0;
+		b += t2 - t1;
+		idle += t3 - t2;
+		shared[PS_CYCLES_A] = a;
+		shared[PS_CYCLES_B] = b;
+		shared[PS_CYCLES_IDLE] = idle;
+		shared[PS_ROUNDS] = ++rounds;
+	}
+	__asm__ volatile("cli");
+	lapic_write(APIC_LVT_TIMER, 1u << 16); /* masked */
+}
+
+/* Back-to-back PIO exits: the cost of one exit in the VMM. */
+static void test_exit_loop(volatile uint64_t *shared)
+{
+	uint64_t i, n = shared[EXIT_LOOP_COUNT];
+
+	for (i = 0; i < n; i++)
+		outb(GUEST_TESTDEV_PORT, (uint8_t)i);
+}
+
 void guest_entry(uint64_t test, uint64_t cpu);
 
 void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, uint64_t cpu)
@@ -213,6 +371,12 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 	case GT_COUNT_FOREVER:
 		for (;;)
 			shared[cpu]++;
+	case GT_PROFILE_SPLIT:
+		test_profile_split(shared);
+		break;
+	case GT_EXIT_LOOP:
+		test_exit_loop(shared);
+		break;
 	default:
 		ucall(UC_FAIL, 0);
 		break;

@@ -17,7 +17,30 @@ enum guest_test {
 	GT_SMP,
 	GT_TRIPLE_FAULT,
 	GT_COUNT_FOREVER,
+	GT_PROFILE_SPLIT, /* known 70/30 split between two functions, plus halted time */
+	GT_EXIT_LOOP, /* shared[EXIT_LOOP_COUNT] PIO exits to the test device */
 };
+
+/*
+ * GT_PROFILE_SPLIT's shared page: the host sets [PS_STOP]; the guest keeps
+ * its own account (TSC cycles) after every round, the truth the profile is
+ * checked against.
+ */
+enum profile_split_shared {
+	PS_STOP = 2,
+	PS_CYCLES_A, /* in prof_hot_a */
+	PS_CYCLES_B, /* in prof_hot_b */
+	PS_CYCLES_IDLE, /* in prof_idle (mostly halted) */
+	PS_ROUNDS,
+	PS_ITERS_A, /* loop iterations per round: the known split, 70:30 */
+	PS_ITERS_B,
+};
+
+#define EXIT_LOOP_COUNT 10 /* shared[] slot */
+
+/* A round: 70 % of this many TSC cycles in prof_hot_a, 30 % in prof_hot_b. */
+#define PS_ROUND_CYCLES 20000000ULL
+#define PS_CALIBRATE 2000 /* iterations timed to size the rounds */
 
 enum guest_ucall {
 	UC_VALUE = 1, /* report a value (argument) */
