@@ -287,7 +287,8 @@ int report_write_summary(const struct report *r, const struct profile_data *d,
 	json_object_object_add(o, "format", json_object_new_string("qlite-profile-summary/1"));
 	json_object_object_add(o, "method", json_object_new_string(d->method));
 	json_object_object_add(o, "frequency_hz", json_object_new_int((int)d->freq));
-	json_object_object_add(o, "duration_s", json_object_new_double((double)d->elapsed_ns / 1e9));
+	json_object_object_add(o, "duration_s",
+			       json_object_new_double((double)(d->elapsed_ns / 1000000) / 1e3));
 	json_object_object_add(o, "stop_reason", json_object_new_string(d->stop_reason));
 	json_object_object_add(o, "vcpus", json_object_new_int((int)d->nvcpus));
 	json_object_object_add(o, "samples", json_object_new_uint64(r->total));
@@ -359,7 +360,7 @@ int report_write_summary(const struct report *r, const struct profile_data *d,
 	json_object_object_add(o, "per_vcpu", vcpus);
 	json_object_object_add(o, "vm_kvm_stats", stats_obj(d->vm_stats, d->nvm_stats));
 	fprintf(f, "%s\n",
-		json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+		json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
 							  JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 	return ferror(f) ? -EIO : 0;
