@@ -30,11 +30,14 @@ struct json_object;
 #define PROFILE_MAX_DEVICES 32 /* per vCPU; more share one "other" entry */
 #define PROFILE_MAX_SAMPLE_KEYS (1u << 20) /* distinct (rip, cr3) per vCPU */
 /*
- * A sample taken this long after it was due, while the vCPU was inside
- * KVM_RUN and not halted, found a vCPU thread that was waiting for a host
- * CPU: the guest ran nowhere then. It counts as steal, not to a function.
+ * A sample taken late, while the vCPU was inside KVM_RUN and not halted,
+ * whose thread spent at least half of the delay waiting for a host CPU
+ * (schedstat), found a guest that ran nowhere: it counts as steal, not to
+ * the function it happened to stand in. Late means more than this, or four
+ * times the usual delivery delay where that is longer (nested under TCG,
+ * a signal takes hundreds of microseconds to stop a running vCPU).
  */
-#define PROFILE_STEAL_NS 1000000ULL
+#define PROFILE_STEAL_NS 100000ULL
 
 enum profile_method {
 	PROFILE_METHOD_TIMER, /* POSIX timer per vCPU thread (default, see README) */

@@ -9,11 +9,13 @@
  * so a sample never stops any other vCPU and never waits for one.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "profile_internal.h"
 #include "qlite/kvm_stats.h"
@@ -201,6 +203,19 @@ void profile_sample_regs(struct profile *p, struct profile_vcpu *pv)
 	sample_lstar(pv);
 }
 
+/* Sync registers with exits only while exits are rarer than samples' ioctls. */
+static void sample_tune_sync(struct profile *p, struct profile_vcpu *pv)
+{
+	bool on = p->sync_regs && pv->exits_since_sample < PROFILE_SYNC_MAX_EXITS;
+
+	pv->exits_since_sample = 0;
+	if (on == pv->sync_on)
+		return;
+	pv->sync_on = on;
+	__atomic_store_n(&pv->v->run->kvm_valid_regs,
+			 on ? KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS : 0, __ATOMIC_RELAXED);
+}
+
 /* ---- method threads --------------------------------------------------- */
 
 int profile_thread_start(struct profile *p, void *(*fn)(void *), const char *name)
@@ -288,6 +303,22 @@ static void account(struct profile_vcpu *pv, uint64_t ns)
 	}
 }
 
+/* Time this thread has waited on a runqueue (schedstat field 2), or 0. */
+static uint64_t runq_wait(struct profile_vcpu *pv)
+{
+	char buf[96];
+	unsigned long long run, wait;
+	ssize_t n;
+
+	if (pv->schedstat_fd < 0)
+		return 0;
+	n = pread(pv->schedstat_fd, buf, sizeof(buf) - 1, 0);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return sscanf(buf, "%llu %llu", &run, &wait) == 2 ? wait : 0;
+}
+
 /* First profiled KVM_RUN of this vCPU: per-thread set-up. */
 static void pv_thread_setup(struct profile *p, struct profile_vcpu *pv)
 {
@@ -295,9 +326,9 @@ static void pv_thread_setup(struct profile *p, struct profile_vcpu *pv)
 	int ret;
 
 	pv->ready = true;
-	if (p->sync_regs)
-		__atomic_store_n(&pv->v->run->kvm_valid_regs,
-				 KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS, __ATOMIC_RELAXED);
+	sample_tune_sync(p, pv);
+	pv->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+	pv->runq_wait_ns = runq_wait(pv);
 	/* Optional: older KVMs have no binary stats. Must be asked on this thread. */
 	if (!kvm_stats_open(pv->v->fd, &st)) {
 		pthread_mutex_lock(&pv->lock);
@@ -335,15 +366,27 @@ int profile_vcpu_run(struct vcpu *v, struct profile_vcpu *pv)
 		 * waited on its instruction then.
 		 */
 		due = __atomic_load_n(&pv->due_ns, __ATOMIC_ACQUIRE);
-		pv->late = due && t > due + PROFILE_STEAL_NS && ret_at > due;
+		pv->late = false;
+		if (due && t > due) {
+			uint64_t delay = t - due, w = runq_wait(pv);
+			uint64_t thr = MAX(PROFILE_STEAL_NS, 4 * pv->delay_avg_ns);
+
+			pv->late = delay > thr && ret_at > due && (w - pv->runq_wait_ns) * 2 >= delay;
+			pv->runq_wait_ns = w;
+			if (!pv->late) /* the usual delay, from samples that were not stolen */
+				pv->delay_avg_ns += ((int64_t)MIN(delay, 4 * thr) -
+						     (int64_t)pv->delay_avg_ns) / 16;
+		}
 		p->ops->sample(p, pv);
+		sample_tune_sync(p, pv);
 		stat_add(&pv->sample_ns, time_now_ns() - t);
 	}
 	ret = ioctl(v->fd, KVM_RUN, 0);
 	err = errno;
 	pv->t_ret = time_now_ns();
 	pv->last_pauses = v->pauses;
-	pv->regs_synced = p->sync_regs;
+	pv->regs_synced = pv->sync_on;
+	pv->exits_since_sample++;
 	pv->last_dev = -1;
 	if (ret < 0) {
 		pv->last_intr = err == EINTR || err == EAGAIN;
@@ -365,6 +408,8 @@ static void pv_free(struct profile_vcpu *pv)
 {
 	if (!pv)
 		return;
+	if (pv->schedstat_fd >= 0)
+		close(pv->schedstat_fd);
 	kvm_stats_close(pv->stats);
 	pthread_mutex_destroy(&pv->lock);
 	free(pv->hist);
@@ -410,8 +455,10 @@ int profile_start(struct vm *vm, const struct profile_params *params, struct pro
 	pthread_cond_init(&p->cond, &ca);
 	pthread_condattr_destroy(&ca);
 	sync = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
-	p->sync_regs = sync > 0 && (sync & (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS)) ==
-					   (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS);
+	/* Only register samplers read them (perf's samples carry their own RIP). */
+	p->sync_regs = ops->sample && sync > 0 &&
+		       (sync & (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS)) ==
+			       (KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS);
 	p->nvcpus = vm->ncpus;
 	for (i = 0; i < p->nvcpus; i++) {
 		struct profile_vcpu *pv = calloc(1, sizeof(*pv));
@@ -427,6 +474,7 @@ int profile_start(struct vm *vm, const struct profile_params *params, struct pro
 		pv->id = i;
 		pv->hist_cap = HIST_INITIAL;
 		pv->perf_fd = -1;
+		pv->schedstat_fd = -1;
 		pv->rng = time_now_ns() ^ ((uint64_t)(i + 1) << 32);
 		pthread_mutex_init(&pv->lock, NULL);
 		p->pv[i] = pv;

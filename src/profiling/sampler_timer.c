@@ -23,16 +23,23 @@
 #define sigev_notify_thread_id _sigev_un._tid
 #endif
 
+/*
+ * The next expiry counts from the last one, not from now: a sample taken
+ * late (slow signal delivery, a busy host) must not lower the rate.
+ */
 static int timer_arm(struct profile *p, struct profile_vcpu *pv)
 {
-	uint64_t ns = profile_next_interval(&pv->rng, 1000000000ULL / p->params.freq);
-	struct itimerspec its = {
-		.it_value = { .tv_sec = (time_t)(ns / 1000000000ULL),
-			      .tv_nsec = (long)(ns % 1000000000ULL) },
-	};
+	uint64_t period = 1000000000ULL / p->params.freq, now = time_now_ns();
+	uint64_t due = __atomic_load_n(&pv->due_ns, __ATOMIC_RELAXED);
+	struct itimerspec its = { 0 };
 
-	__atomic_store_n(&pv->due_ns, time_now_ns() + ns, __ATOMIC_RELEASE);
-	return timer_settime(pv->timer, 0, &its, NULL) < 0 ? -errno : 0;
+	due = (due ? due : now) + profile_next_interval(&pv->rng, period);
+	if (due <= now)
+		due = now + profile_next_interval(&pv->rng, period);
+	its.it_value.tv_sec = (time_t)(due / 1000000000ULL);
+	its.it_value.tv_nsec = (long)(due % 1000000000ULL);
+	__atomic_store_n(&pv->due_ns, due, __ATOMIC_RELEASE);
+	return timer_settime(pv->timer, TIMER_ABSTIME, &its, NULL) < 0 ? -errno : 0;
 }
 
 /* On the vCPU's thread: the timer signals this thread only. */
