@@ -78,6 +78,7 @@ enum {
 	OPT_TOP,
 	OPT_METHOD,
 	OPT_KASLR,
+	OPT_REFRESH,
 };
 
 static const struct option run_longopts[] = {
@@ -306,6 +307,8 @@ const char cli_profile_usage[] =
 	"                      sampler thread), or perf (host PMU; needs one)\n"
 	"  --out DIR           output directory (default qlite-profile; created)\n"
 	"  --top N             rows in the tables (default 15)\n"
+	"  --refresh D         live table refresh: 1s (default), 500ms, ...; 0 for\n"
+	"                      none (no queries while sampling: least overhead)\n"
 	"  -h, --help          this text\n"
 	"\n"
 	"Halted vCPU time is idle and never attributed to a function. If the VM\n"
@@ -355,6 +358,7 @@ static const struct option profile_longopts[] = {
 	{ "top", required_argument, NULL, OPT_TOP },
 	{ "method", required_argument, NULL, OPT_METHOD },
 	{ "kaslr-offset", required_argument, NULL, OPT_KASLR },
+	{ "refresh", required_argument, NULL, OPT_REFRESH },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -392,6 +396,7 @@ int cli_parse_profile(int argc, char **argv, struct profile_options *o, struct q
 	o->method = PROFILE_METHOD_TIMER;
 	o->out = "qlite-profile";
 	o->top = CLI_PROFILE_DEFAULT_TOP;
+	o->refresh_ns = CLI_PROFILE_DEFAULT_REFRESH;
 	optind = 0;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h", profile_longopts, NULL)) != -1) {
@@ -449,6 +454,13 @@ int cli_parse_profile(int argc, char **argv, struct profile_options *o, struct q
 			ret = cli_parse_kaslr(optarg, o, e);
 			if (ret)
 				return ret;
+			break;
+		case OPT_REFRESH:
+			if (cli_parse_duration(optarg, &o->refresh_ns) ||
+			    (o->refresh_ns && o->refresh_ns < CLI_PROFILE_MIN_DURATION))
+				return qerr_set(e, EINVAL,
+						"--refresh %s: expected 0 (none) or at least 100ms",
+						optarg);
 			break;
 		case 'h':
 			o->help = true;

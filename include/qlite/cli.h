@@ -43,6 +43,7 @@ int cli_parse_client(int argc, char **argv, struct client_options *o, struct qer
 #define CLI_PROFILE_MIN_DURATION (100ULL * 1000000ULL)
 #define CLI_PROFILE_MAX_DURATION (24ULL * 3600 * 1000000000ULL)
 #define CLI_PROFILE_DEFAULT_TOP 15
+#define CLI_PROFILE_DEFAULT_REFRESH (1000000000ULL)
 
 /* `qlite profile --qmp PATH [--duration D] [--freq HZ] [--symbols FILE] ...` */
 struct profile_options {
@@ -54,6 +55,7 @@ struct profile_options {
 	const char *user_symbols; /* ELF or map for user-space addresses */
 	const char *out; /* output directory */
 	unsigned int top;
+	uint64_t refresh_ns; /* live table refresh; 0: none (least overhead) */
 	bool kaslr_given;
 	int64_t kaslr_offset;
 	bool help;

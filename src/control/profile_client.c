@@ -22,7 +22,6 @@
 #include "qlite/client.h"
 #include "qlite/report.h"
 
-#define POLL_NS 1000000000ULL /* live table refresh */
 #define WAIT_MS 100
 #define SERVER_GRACE_MS 5000 /* the server stops by itself if we vanish */
 #define LIVE_ROWS_MAX 20
@@ -281,6 +280,12 @@ static int run_session(struct pclient *pc, struct qerr *e)
 		return -EIO;
 	json_object_put(ret);
 	pc->t0 = time_now_ns();
+	if (!pc->tty) {
+		printf("profile: sampling for %.1f s at %u Hz (method %s)\n",
+		       (double)pc->o->duration_ns / 1e9, pc->o->freq,
+		       profile_method_name(pc->o->method));
+		fflush(stdout);
+	}
 	while (!pc->have_final && !pc->conn.closed) {
 		uint64_t now = time_now_ns();
 
@@ -290,7 +295,7 @@ static int run_session(struct pclient *pc, struct qerr *e)
 			snprintf(pc->stop_note, sizeof(pc->stop_note), "interrupted");
 			break;
 		}
-		if (now - last_poll >= POLL_NS) {
+		if (pc->o->refresh_ns && now - last_poll >= pc->o->refresh_ns) {
 			last_poll = now;
 			snapshot(pc);
 			continue;

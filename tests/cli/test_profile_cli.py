@@ -122,8 +122,13 @@ def run(qlite, sock, tmp):
         f.write(f"{SPIN_RIP:016x} T spin_forever\n{SPIN_RIP + 16:016x} T after_spin\n")
     out2 = os.path.join(tmp, "out2")
     r = profile(qlite, "--qmp", sock, "--duration", "300ms", "--symbols", smap,
-                "--method", "kick", "--out", out2, "--top", "3")
+                "--method", "kick", "--out", out2, "--top", "3", "--refresh", "0")
     s = load_summary(out2)
+    check("--refresh 0: no live lines, only the start line and the result",
+          r.returncode == 0 and
+          sum(1 for x in r.stdout.splitlines() if x.startswith("profile: ")) == 1 and
+          "profile: sampling for 0.3 s at 999 Hz (method kick)" in r.stdout and
+          "wrote " in r.stdout, r.stdout[:300])
     check("symbols: the loop resolves to spin_forever",
           r.returncode == 0 and s.get("top", [{}])[0].get("function") == "spin_forever",
           r.stderr + str(s.get("top"))[:200])

@@ -386,6 +386,11 @@ static void test_profile_defaults(void **state)
 	assert_null(o.user_symbols);
 	assert_false(o.kaslr_given);
 	assert_false(o.help);
+	assert_true(o.refresh_ns == 1000000000ULL);
+	assert_int_equal(PPARSE(&o, &e, "--qmp", "s", "--refresh", "0"), 0);
+	assert_true(o.refresh_ns == 0);
+	assert_int_equal(PPARSE(&o, &e, "--qmp", "s", "--refresh", "250ms"), 0);
+	assert_true(o.refresh_ns == 250000000ULL);
 }
 
 static void test_profile_full(void **state)
@@ -437,6 +442,8 @@ static void test_profile_errors(void **state)
 	EXPECT_PERR(-EINVAL, "expected a time", "--qmp", "s", "--duration", "1.5s");
 	EXPECT_PERR(-EINVAL, "expected timer, kick or perf", "--qmp", "s", "--method", "pmu");
 	EXPECT_PERR(-EINVAL, "--top", "--qmp", "s", "--top", "0");
+	EXPECT_PERR(-EINVAL, "--refresh 10ms", "--qmp", "s", "--refresh", "10ms");
+	EXPECT_PERR(-EINVAL, "--refresh x", "--qmp", "s", "--refresh", "x");
 	EXPECT_PERR(-EINVAL, "--qmp PATH is required", "--duration", "1s");
 	EXPECT_PERR(-EINVAL, "--symbols needs a file name", "--qmp", "s", "--symbols", "");
 	EXPECT_PERR(-EINVAL, "--out needs a file name", "--qmp", "s", "--out", "");
