@@ -36,11 +36,14 @@ enum profile_split_shared {
 	PS_ITERS_B,
 };
 
-#define EXIT_LOOP_COUNT 10 /* shared[] slot */
+/* GT_EXIT_LOOP's shared[] slots: the count, a go flag from the host, TSC cycles taken. */
+#define EXIT_LOOP_COUNT 10
+#define EXIT_LOOP_GO 11
+#define EXIT_LOOP_CYCLES 12
 
 /* A round: 70 % of this many TSC cycles in prof_hot_a, 30 % in prof_hot_b. */
-#define PS_ROUND_CYCLES 20000000ULL
-#define PS_CALIBRATE 2000 /* iterations timed to size the rounds */
+#define PS_ROUND_CYCLES 50000000ULL
+#define PS_CALIBRATE 20000 /* iterations timed to size the rounds */
 
 enum guest_ucall {
 	UC_VALUE = 1, /* report a value (argument) */
