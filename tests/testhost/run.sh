@@ -4,7 +4,8 @@
 # boot through real (nested) KVM. See tests/testhost/README.md.
 #
 # usage: tests/testhost/run.sh [--qlite PATH] [--with-qemu] [--timeout SEC]
-#            [--smp N] [--mem MB] [--env NAME=VALUE]... SCRIPT [ARGS...]
+#            [--smp N] [--mem MB] [--env NAME=VALUE]... [--add FILE]...
+#            SCRIPT [ARGS...]
 # Exit status: SCRIPT's, read from the "TESTHOST-EXIT: <rc>" console line;
 # 124 on timeout, 125 if KVM did not come up, 126 if the line is missing.
 set -euo pipefail
@@ -14,7 +15,7 @@ here=$root/tests/testhost
 # shellcheck source=guest-images/lib.sh
 . "$root/guest-images/lib.sh"
 
-usage() { sed -n '6,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '6,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 qlite=$root/build/src/qlite
 qlite_explicit=0
@@ -23,6 +24,7 @@ timeout_s=600
 smp=1
 mem=2048
 envs=()
+adds=()
 while [[ $# -gt 0 ]]; do
     case $1 in
     --qlite) qlite=$2; qlite_explicit=1; shift 2 ;;
@@ -31,6 +33,7 @@ while [[ $# -gt 0 ]]; do
     --smp) smp=$2; shift 2 ;;
     --mem) mem=$2; shift 2 ;;
     --env) [[ $2 == [A-Za-z_]*=* ]] || die "--env wants NAME=VALUE"; envs+=("$2"); shift 2 ;;
+    --add) [[ -f $2 ]] || die "--add $2: no such file"; adds+=("$2"); shift 2 ;;
     -h|--help) usage ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
@@ -110,6 +113,10 @@ fi
 cp "$guest"/{vmlinuz,initrd.img,System.map,VERSION} "$stage/guest/"
 for d in guest bench; do
     [[ -d $root/tests/$d ]] && cp -a "$root/tests/$d" "$stage/qlite/tests/"
+done
+# Extra files (e.g. a test binary and its guest) in /qlite/ext, with their libraries.
+for f in "${adds[@]}"; do
+    install_elf "$(realpath "$f")" "$stage" "/qlite/ext/${f##*/}"
 done
 # Keep repo-relative paths so scripts can find their siblings; others go to ext/.
 case $script in
