@@ -326,7 +326,7 @@ static void pv_thread_setup(struct profile *p, struct profile_vcpu *pv)
 	int ret;
 
 	pv->ready = true;
-	sample_tune_sync(p, pv);
+	/* Registers do not ride along until a sample has seen how often this vCPU exits. */
 	pv->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	pv->runq_wait_ns = runq_wait(pv);
 	/* Optional: older KVMs have no binary stats. Must be asked on this thread. */

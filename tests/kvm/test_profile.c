@@ -37,11 +37,13 @@
 #define IDLE_TOLERANCE 10.0
 /*
  * The kick method's samples depend on a second thread being scheduled on
- * time; on a host so loaded that the vCPU thread itself waited this much
- * of the window for a CPU, its bounds are reported, not asserted (the
- * timer method's always are; it stayed within 2.5 points at 55 %).
+ * time, and its real-time sampler preempts busy vCPUs on a shared CPU
+ * (their samples then count as steal, so idle reads high: 63 % for 49 %
+ * halted at 19 % wait). On a host so loaded that the vCPU thread itself
+ * waited this much of the window for a CPU, its bounds are reported, not
+ * asserted; the timer method's always are (within 2.5 points at 55 %).
  */
-#define KICK_MAX_WAIT_PCT 25.0
+#define KICK_MAX_WAIT_PCT 10.0
 
 struct result {
 	char method[8];
