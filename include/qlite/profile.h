@@ -31,11 +31,12 @@ struct json_object;
 #define PROFILE_MAX_SAMPLE_KEYS (1u << 20) /* distinct (rip, cr3) per vCPU */
 /*
  * A sample taken late, while the vCPU was inside KVM_RUN and not halted,
- * whose thread spent at least half of the delay waiting for a host CPU
- * (schedstat), found a guest that ran nowhere: it counts as steal, not to
- * the function it happened to stand in. Late means more than this, or four
- * times the usual delivery delay where that is longer (nested under TCG,
- * a signal takes hundreds of microseconds to stop a running vCPU).
+ * found a vCPU thread that sat on a host runqueue when the sample was due:
+ * the guest ran nowhere then. It counts as steal, not to the function it
+ * happened to stand in. Late means more than this, or four times the usual
+ * delivery delay where that is longer (nested under TCG a signal takes
+ * hundreds of microseconds to stop a running vCPU); a preempted thread
+ * waits for a CPU in milliseconds.
  */
 #define PROFILE_STEAL_NS 100000ULL
 

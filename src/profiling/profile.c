@@ -9,16 +9,15 @@
  * so a sample never stops any other vCPU and never waits for one.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <unistd.h>
 
 #include "profile_internal.h"
 #include "qlite/kvm_stats.h"
+#include "qlite/x86_walk.h"
 #include "qlite/vcpu.h"
 #include "qlite/vm.h"
 
@@ -160,18 +159,81 @@ static void sample_lstar(struct profile_vcpu *pv)
 		__atomic_store_n(&pv->lstar, m.hdr.entries[0].data, __ATOMIC_RELAXED);
 }
 
+static int read_guest(void *opaque, uint64_t gpa, void *buf, unsigned int len)
+{
+	return mem_read(opaque, gpa, buf, len) ? -EFAULT : 0;
+}
+
+/*
+ * A halted vCPU's RIP points just past its HLT (0xf4): KVM has completed
+ * the instruction. So a RIP after any other byte cannot be halted, and
+ * needs no KVM_GET_MP_STATE; only candidates (and unreadable code) do.
+ */
+static bool maybe_after_hlt(struct profile *p, const struct kvm_regs *r,
+			    const struct kvm_sregs *s)
+{
+	struct x86_paging pg = { .cr0 = s->cr0, .cr3 = s->cr3, .cr4 = s->cr4, .efer = s->efer };
+	uint64_t gva = r->rip - 1, gpa;
+	uint8_t byte;
+
+	if (!(s->efer & (1ULL << 10))) /* outside long mode, CS has a base */
+		gva += s->cs.base;
+	if (x86_gva_to_gpa(&pg, gva, &gpa, read_guest, &p->vm->mem) ||
+	    mem_read(&p->vm->mem, gpa, &byte, 1))
+		return true;
+	return byte == 0xf4;
+}
+
+/*
+ * Registers without KVM_GET_REGS and KVM_GET_SREGS: a KVM_RUN that returns
+ * at once (immediate_exit) and copies them into the run page. It stands in
+ * for this iteration's KVM_RUN (profile_vcpu_run returns its result); it
+ * also completes a pending I/O, as that KVM_RUN would have. immediate_exit
+ * stays set: the vCPU loop clears it on EINTR, after which it rechecks
+ * its target as after any kick, so no request is lost.
+ */
+static bool fetch_regs(struct profile_vcpu *pv)
+{
+	struct kvm_run *run = pv->v->run;
+
+	__atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&run->kvm_valid_regs, KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS,
+			 __ATOMIC_RELAXED);
+	pv->ran_ret = ioctl(pv->v->fd, KVM_RUN, 0);
+	pv->ran_err = errno;
+	pv->ran = true;
+	__atomic_store_n(&run->kvm_valid_regs,
+			 pv->sync_on ? KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS : 0,
+			 __ATOMIC_RELAXED);
+	return pv->ran_ret == 0 || pv->ran_err == EINTR || pv->ran_err == EAGAIN;
+}
+
 void profile_sample_regs(struct profile *p, struct profile_vcpu *pv)
 {
 	struct vcpu *v = pv->v;
-	uint64_t rip, cr3;
-	unsigned int cpl;
+	struct kvm_regs rb;
+	struct kvm_sregs sb;
+	const struct kvm_regs *r = &v->run->s.regs.regs;
+	const struct kvm_sregs *s = &v->run->s.regs.sregs;
 
-	(void)p;
+	/* Where it stands: from the last exit, or fetched now. */
+	if (!pv->regs_synced) {
+		if (p->sync_regs) {
+			if (!fetch_regs(pv))
+				return;
+		} else {
+			if (ioctl(v->fd, KVM_GET_REGS, &rb) < 0 || ioctl(v->fd, KVM_GET_SREGS, &sb) < 0)
+				return;
+			r = &rb;
+			s = &sb;
+		}
+	}
 	/*
-	 * Only an EINTR return can have found the vCPU halted (in KVM, waiting
-	 * for an interrupt); after a real exit it was executing an instruction.
+	 * Halted (idle)? Only after an EINTR return: after a real exit it was
+	 * executing an instruction. A vCPU never seen running may be waiting
+	 * for INIT/SIPI at any RIP: ask KVM until it has run.
 	 */
-	if (pv->last_intr || !pv->regs_synced) {
+	if (pv->last_intr && (!pv->seen_running || maybe_after_hlt(p, r, s))) {
 		struct kvm_mp_state mp;
 
 		if (ioctl(v->fd, KVM_GET_MP_STATE, &mp) == 0 &&
@@ -180,26 +242,12 @@ void profile_sample_regs(struct profile *p, struct profile_vcpu *pv)
 			return;
 		}
 	}
+	pv->seen_running = true;
 	if (pv->late) {
 		profile_record_steal(pv);
 		return;
 	}
-	if (pv->regs_synced) {
-		/* KVM_CAP_SYNC_REGS: copied into the run page at the last return. */
-		rip = v->run->s.regs.regs.rip;
-		cpl = v->run->s.regs.sregs.cs.selector & 3;
-		cr3 = v->run->s.regs.sregs.cr3;
-	} else {
-		struct kvm_regs r;
-		struct kvm_sregs s;
-
-		if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
-			return;
-		rip = r.rip;
-		cpl = s.cs.selector & 3;
-		cr3 = s.cr3;
-	}
-	profile_record(pv, rip, cr3, cpl);
+	profile_record(pv, r->rip, s->cr3, s->cs.selector & 3);
 	sample_lstar(pv);
 }
 
@@ -303,22 +351,6 @@ static void account(struct profile_vcpu *pv, uint64_t ns)
 	}
 }
 
-/* Time this thread has waited on a runqueue (schedstat field 2), or 0. */
-static uint64_t runq_wait(struct profile_vcpu *pv)
-{
-	char buf[96];
-	unsigned long long run, wait;
-	ssize_t n;
-
-	if (pv->schedstat_fd < 0)
-		return 0;
-	n = pread(pv->schedstat_fd, buf, sizeof(buf) - 1, 0);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	return sscanf(buf, "%llu %llu", &run, &wait) == 2 ? wait : 0;
-}
-
 /* First profiled KVM_RUN of this vCPU: per-thread set-up. */
 static void pv_thread_setup(struct profile *p, struct profile_vcpu *pv)
 {
@@ -327,8 +359,6 @@ static void pv_thread_setup(struct profile *p, struct profile_vcpu *pv)
 
 	pv->ready = true;
 	/* Registers do not ride along until a sample has seen how often this vCPU exits. */
-	pv->schedstat_fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
-	pv->runq_wait_ns = runq_wait(pv);
 	/* Optional: older KVMs have no binary stats. Must be asked on this thread. */
 	if (!kvm_stats_open(pv->v->fd, &st)) {
 		pthread_mutex_lock(&pv->lock);
@@ -368,21 +398,26 @@ int profile_vcpu_run(struct vcpu *v, struct profile_vcpu *pv)
 		due = __atomic_load_n(&pv->due_ns, __ATOMIC_ACQUIRE);
 		pv->late = false;
 		if (due && t > due) {
-			uint64_t delay = t - due, w = runq_wait(pv);
+			uint64_t delay = t - due;
 			uint64_t thr = MAX(PROFILE_STEAL_NS, 4 * pv->delay_avg_ns);
 
-			pv->late = delay > thr && ret_at > due && (w - pv->runq_wait_ns) * 2 >= delay;
-			pv->runq_wait_ns = w;
+			pv->late = delay > thr && ret_at > due;
 			if (!pv->late) /* the usual delay, from samples that were not stolen */
-				pv->delay_avg_ns += ((int64_t)MIN(delay, 4 * thr) -
-						     (int64_t)pv->delay_avg_ns) / 16;
+				pv->delay_avg_ns += ((int64_t)delay - (int64_t)pv->delay_avg_ns) / 16;
 		}
 		p->ops->sample(p, pv);
 		sample_tune_sync(p, pv);
 		stat_add(&pv->sample_ns, time_now_ns() - t);
 	}
-	ret = ioctl(v->fd, KVM_RUN, 0);
-	err = errno;
+	if (pv->ran) {
+		/* The sample's own KVM_RUN (fetch_regs) was this iteration's. */
+		pv->ran = false;
+		ret = pv->ran_ret;
+		err = pv->ran_err;
+	} else {
+		ret = ioctl(v->fd, KVM_RUN, 0);
+		err = errno;
+	}
 	pv->t_ret = time_now_ns();
 	pv->last_pauses = v->pauses;
 	pv->regs_synced = pv->sync_on;
@@ -408,8 +443,6 @@ static void pv_free(struct profile_vcpu *pv)
 {
 	if (!pv)
 		return;
-	if (pv->schedstat_fd >= 0)
-		close(pv->schedstat_fd);
 	kvm_stats_close(pv->stats);
 	pthread_mutex_destroy(&pv->lock);
 	free(pv->hist);
@@ -474,7 +507,6 @@ int profile_start(struct vm *vm, const struct profile_params *params, struct pro
 		pv->id = i;
 		pv->hist_cap = HIST_INITIAL;
 		pv->perf_fd = -1;
-		pv->schedstat_fd = -1;
 		pv->rng = time_now_ns() ^ ((uint64_t)(i + 1) << 32);
 		pthread_mutex_init(&pv->lock, NULL);
 		p->pv[i] = pv;

@@ -65,6 +65,9 @@ struct profile_vcpu {
 	uint64_t last_pauses;
 	bool last_intr; /* returned EINTR: the vCPU may have been halted */
 	bool regs_synced; /* run->s.regs hold the state at the last return */
+	bool seen_running; /* once RUNNABLE: not waiting for INIT/SIPI any more */
+	bool ran; /* the sample did this iteration's KVM_RUN (ran_ret, ran_err) */
+	int ran_ret, ran_err;
 	bool sync_on; /* kvm_valid_regs set for the coming KVM_RUNs */
 	unsigned int exits_since_sample;
 	struct prof_count exits[PROFILE_NR_REASONS];
@@ -73,8 +76,6 @@ struct profile_vcpu {
 	uint64_t samples, idle, steal, kernel, user, dropped, sample_ns, lstar;
 	uint64_t due_ns; /* when the pending sample was due (atomic; 0: unknown) */
 	bool late; /* the pending sample is stolen time: see PROFILE_STEAL_NS */
-	int schedstat_fd; /* /proc/thread-self/schedstat of the vCPU thread */
-	uint64_t runq_wait_ns; /* its runqueue wait at the last sample */
 	uint64_t delay_avg_ns; /* usual delay from due to sampled (moving average) */
 
 	/* Sample histogram: vCPU thread adds, main thread snapshots. */
