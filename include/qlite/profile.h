@@ -28,7 +28,14 @@ struct json_object;
 #define PROFILE_DEFAULT_FREQ 999 /* not 1000: avoids lockstep with guest ticks */
 #define PROFILE_NR_REASONS 64 /* KVM_EXIT_* reasons below this are counted */
 #define PROFILE_MAX_DEVICES 32 /* per vCPU; more share one "other" entry */
-#define PROFILE_MAX_SAMPLE_KEYS (1u << 20) /* distinct (rip, cr3) per vCPU */
+/* Distinct (cpl, cr3, rip) kept per vCPU (4 MiB of table at most); more are dropped, counted. */
+#define PROFILE_MAX_SAMPLE_KEYS (1u << 16)
+/*
+ * Addresses listed in one QMP reply, most frequent first; the rest are
+ * summed in "samples-omitted" (keeps a reply well under the QMP server's
+ * 16 MiB output limit per client).
+ */
+#define PROFILE_MAX_REPLY_SAMPLES 200000
 /*
  * A sample taken late, while the vCPU was inside KVM_RUN and not halted,
  * found a vCPU thread that sat on a host runqueue when the sample was due:
@@ -104,6 +111,7 @@ struct profile_data {
 	struct prof_vcpu_data *vcpus;
 	size_t nsamples;
 	struct prof_sample *samples; /* summed over vCPUs, sorted by count (descending) */
+	uint64_t omitted; /* samples of addresses left out of the list (JSON form) */
 	unsigned int nvm_stats;
 	struct prof_stat *vm_stats; /* KVM binary stats of the VM */
 };

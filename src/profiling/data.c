@@ -142,6 +142,7 @@ static struct json_object *count_to_json(const char *key, const char *name,
 struct json_object *profile_data_to_json(const struct profile_data *d)
 {
 	struct json_object *o = json_object_new_object(), *vcpus, *samples;
+	uint64_t omitted;
 	unsigned int k, r;
 	size_t i;
 
@@ -192,9 +193,13 @@ struct json_object *profile_data_to_json(const struct profile_data *d)
 	}
 	json_object_object_add(o, "vcpus", vcpus);
 	json_object_object_add(o, "vm-kvm-stats", stats_to_json(d->vm_stats, d->nvm_stats));
-	/* Compact: [rip, cr3, cpl, count] per distinct address. */
-	samples = json_object_new_array_ext((int)d->nsamples);
-	for (i = 0; i < d->nsamples; i++) {
+	/* Compact: [rip, cr3, cpl, count] per distinct address, the most frequent. */
+	samples = json_object_new_array_ext((int)MIN(d->nsamples, (size_t)PROFILE_MAX_REPLY_SAMPLES));
+	omitted = d->omitted;
+	for (i = PROFILE_MAX_REPLY_SAMPLES; i < d->nsamples; i++)
+		omitted += d->samples[i].count;
+	add_u64(o, "samples-omitted", omitted);
+	for (i = 0; i < d->nsamples && i < PROFILE_MAX_REPLY_SAMPLES; i++) {
 		const struct prof_sample *s = &d->samples[i];
 		struct json_object *a = json_object_new_array_ext(4);
 
@@ -333,6 +338,8 @@ int profile_data_from_json(struct json_object *o, struct profile_data *d, struct
 	if (get_typed(o, "stop-reason", json_type_string, &v))
 		snprintf(d->stop_reason, sizeof(d->stop_reason), "%s", json_object_get_string(v));
 	d->running = get_typed(o, "running", json_type_boolean, &v) && json_object_get_boolean(v);
+	if (get_typed(o, "samples-omitted", json_type_int, &v))
+		d->omitted = json_object_get_uint64(v);
 	ret = get_u64(o, "frequency", &freq, e) ?: get_u64(o, "elapsed-ns", &d->elapsed_ns, e);
 	if (ret)
 		return ret;

@@ -86,6 +86,7 @@ int report_build(const struct profile_data *d, const struct report_options *o, s
 
 	memset(r, 0, sizeof(*r));
 	resolve_kaslr(d, o, r);
+	r->dropped = d->omitted; /* listed nowhere: like samples the table could not keep */
 	for (k = 0; k < d->nvcpus; k++) {
 		r->total += d->vcpus[k].samples;
 		r->idle += d->vcpus[k].idle;
