@@ -188,6 +188,8 @@ static void print_header(struct pclient *pc, const struct profile_data *d,
 	if (r->dropped)
 		fprintf(f, "%llu samples dropped (too many distinct addresses)\n",
 			(unsigned long long)r->dropped);
+	if (!r->total)
+		fprintf(f, "no samples were taken (a paused VM's vCPUs are not sampled)\n");
 }
 
 static int write_outputs(struct pclient *pc, const struct profile_data *d, struct qerr *e)
