@@ -16,6 +16,8 @@ const char cli_main_usage[] =
 	"  resume      resume a paused (or -S) VM\n"
 	"  powerdown   press the ACPI power button: the guest shuts down\n"
 	"  quit        stop a VM at once\n"
+	"  events      print a VM's QMP events as JSON lines until it ends\n"
+	"  qmp         run any QMP command: qlite qmp --qmp PATH CMD [JSON-ARGS]\n"
 	"  help        show this text\n"
 	"  version     print the version\n"
 	"\n"
@@ -195,7 +197,8 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 }
 
 const char cli_client_usage[] =
-	"Usage: qlite status|pause|resume|powerdown|quit --qmp PATH [--json]\n"
+	"Usage: qlite status|pause|resume|powerdown|quit|events --qmp PATH [--json]\n"
+	"       qlite qmp --qmp PATH COMMAND ['{\"arg\": value}']\n"
 	"\n"
 	"Talk to a running qlite over its QMP socket (qlite run --qmp unix:PATH).\n"
 	"  status      the VM's run state (running, paused, prelaunch, ...)\n"
@@ -203,6 +206,10 @@ const char cli_client_usage[] =
 	"  resume      resume them (QMP cont)\n"
 	"  powerdown   ACPI power button press (QMP system_powerdown)\n"
 	"  quit        end the VM now (QMP quit)\n"
+	"  events      print events (STOP, RESUME, SHUTDOWN, ...) as JSON lines until\n"
+	"              the VM ends\n"
+	"  qmp         send one command with optional JSON arguments; prints the\n"
+	"              reply as JSON\n"
 	"\n"
 	"  --qmp PATH  the socket (unix:PATH also accepted)\n"
 	"  --json      print the QMP reply as JSON, for scripts\n"
@@ -210,7 +217,8 @@ const char cli_client_usage[] =
 	"Exit status: 0 on success, 1 on a bad option, an unreachable socket or an\n"
 	"error reply (its message is printed).\n";
 
-static const char *const client_commands[] = { "status", "pause", "resume", "powerdown", "quit" };
+static const char *const client_commands[] = { "status", "pause",  "resume", "powerdown",
+					       "quit",	 "events", "qmp" };
 
 bool cli_is_client_command(const char *name)
 {
@@ -237,7 +245,7 @@ int cli_parse_client(int argc, char **argv, struct client_options *o, struct qer
 	o->command = argv[0];
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", client_longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:h", client_longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_QMP:
 			o->qmp = optarg;
@@ -253,6 +261,13 @@ int cli_parse_client(int argc, char **argv, struct client_options *o, struct qer
 		default:
 			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
 		}
+	}
+	if (!strcmp(o->command, "qmp")) {
+		if (optind >= argc)
+			return qerr_set(e, EINVAL, "qmp needs a command name");
+		o->execute = argv[optind++];
+		if (optind < argc)
+			o->arguments = argv[optind++];
 	}
 	if (optind < argc)
 		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);

@@ -26,9 +26,11 @@ struct run_options {
 	const char *name;
 };
 
-/* `qlite status|pause|resume|powerdown|quit --qmp PATH [--json]` */
+/* `qlite status|pause|resume|powerdown|quit|events|qmp --qmp PATH [--json]` */
 struct client_options {
 	const char *command;
+	const char *execute; /* qlite qmp: the command */
+	const char *arguments; /* qlite qmp: JSON object text */
 	const char *qmp;
 	bool json;
 	bool help;

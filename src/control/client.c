@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <json-c/json.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,8 +49,8 @@ static int conn_open(struct conn *c, const char *spec, struct qerr *e)
 	return 0;
 }
 
-/* Next complete JSON message, or NULL with @e set. */
-static struct json_object *conn_read(struct conn *c, struct qerr *e)
+/* Next complete JSON message, or NULL with @e set; @timeout_ms -1: forever. */
+static struct json_object *conn_read(struct conn *c, struct qerr *e, int timeout_ms)
 {
 	for (;;) {
 		struct pollfd p = { .fd = c->fd, .events = POLLIN };
@@ -77,7 +78,7 @@ static struct json_object *conn_read(struct conn *c, struct qerr *e)
 			}
 			return o;
 		}
-		if (poll(&p, 1, CLIENT_TIMEOUT_MS) <= 0) {
+		if (poll(&p, 1, timeout_ms) <= 0) {
 			qerr_set(e, ETIMEDOUT, "no answer from the QMP server");
 			return NULL;
 		}
@@ -91,18 +92,19 @@ static struct json_object *conn_read(struct conn *c, struct qerr *e)
 	}
 }
 
-/* Send a command; return its reply (events in between are skipped). */
-static struct json_object *conn_execute(struct conn *c, const char *cmd, struct qerr *e)
+/* Send a request; return its reply (events in between are skipped). */
+static struct json_object *conn_request(struct conn *c, struct json_object *req_obj,
+					struct qerr *e)
 {
-	char req[256];
-	int n = snprintf(req, sizeof(req), "{\"execute\": \"%s\"}\n", cmd);
+	const char *req = json_object_to_json_string_ext(req_obj, JSON_C_TO_STRING_PLAIN);
+	size_t n = strlen(req);
 
-	if (write(c->fd, req, n) != n) {
+	if (write(c->fd, req, n) != (ssize_t)n || write(c->fd, "\n", 1) != 1) {
 		qerr_set(e, errno, "cannot send to the QMP server: %s", strerror(errno));
 		return NULL;
 	}
 	for (;;) {
-		struct json_object *o = conn_read(c, e), *v;
+		struct json_object *o = conn_read(c, e, CLIENT_TIMEOUT_MS), *v;
 
 		if (!o)
 			return NULL;
@@ -110,6 +112,33 @@ static struct json_object *conn_execute(struct conn *c, const char *cmd, struct 
 		    json_object_object_get_ex(o, "error", &v))
 			return o;
 		json_object_put(o); /* an event */
+	}
+}
+
+static struct json_object *conn_execute(struct conn *c, const char *cmd, struct json_object *args,
+					struct qerr *e)
+{
+	struct json_object *req = json_object_new_object(), *reply;
+
+	json_object_object_add(req, "execute", json_object_new_string(cmd));
+	if (args)
+		json_object_object_add(req, "arguments", json_object_get(args));
+	reply = conn_request(c, req, e);
+	json_object_put(req);
+	return reply;
+}
+
+/* Print events as JSON lines until the server goes away (the VM ended). */
+static int client_events(struct conn *c, struct qerr *e)
+{
+	for (;;) {
+		struct json_object *o = conn_read(c, e, -1);
+
+		if (!o)
+			return e->errnum == ECONNRESET ? 0 : -1;
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		fflush(stdout);
+		json_object_put(o);
 	}
 }
 
@@ -121,6 +150,8 @@ static const struct {
 	{ "resume", "cont", "running" },
 	{ "powerdown", "system_powerdown", "power button pressed; the guest is shutting down" },
 	{ "quit", "quit", "stopped" },
+	{ "events", NULL, NULL },
+	{ "qmp", NULL, NULL },
 };
 
 int client_run(const struct client_options *o)
@@ -128,7 +159,9 @@ int client_run(const struct client_options *o)
 	struct conn c = { .fd = -1 };
 	struct json_object *greeting = NULL, *reply = NULL, *v, *err;
 	struct qerr e = { 0 };
+	struct json_object *args = NULL;
 	const char *qmp = NULL, *done = NULL;
+	bool raw = !strcmp(o->command, "qmp");
 	unsigned int i;
 	int ret = 1;
 
@@ -137,21 +170,37 @@ int client_run(const struct client_options *o)
 			qmp = verbs[i].qmp;
 			done = verbs[i].done;
 		}
-	if (!qmp || conn_open(&c, o->qmp, &e))
+	if (raw) {
+		qmp = o->execute;
+		if (o->arguments) {
+			args = json_tokener_parse(o->arguments);
+			if (!args || !json_object_is_type(args, json_type_object)) {
+				qerr_set(&e, EINVAL, "arguments must be a JSON object: %s",
+					 o->arguments);
+				goto out;
+			}
+		}
+	}
+	if (conn_open(&c, o->qmp, &e))
 		goto out;
-	greeting = conn_read(&c, &e);
+	greeting = conn_read(&c, &e, CLIENT_TIMEOUT_MS);
 	if (!greeting || !json_object_object_get_ex(greeting, "QMP", &v)) {
 		qerr_set(&e, EPROTO, "%s does not speak QMP", o->qmp);
 		goto out;
 	}
-	reply = conn_execute(&c, "qmp_capabilities", &e);
+	reply = conn_execute(&c, "qmp_capabilities", NULL, &e);
 	if (!reply)
 		goto out;
 	json_object_put(reply);
-	reply = conn_execute(&c, qmp, &e);
+	reply = NULL;
+	if (!qmp) { /* events */
+		ret = client_events(&c, &e) ? 1 : 0;
+		goto out;
+	}
+	reply = conn_execute(&c, qmp, args, &e);
 	if (!reply)
 		goto out;
-	if (o->json) {
+	if (o->json || raw) {
 		json_object_object_del(reply, "id");
 		printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
 	}
@@ -162,7 +211,7 @@ int client_run(const struct client_options *o)
 		qerr_set(&e, EIO, "%s", desc ? json_object_get_string(desc) : "error");
 		goto out;
 	}
-	if (!o->json) {
+	if (!o->json && !raw) {
 		if (done) {
 			printf("%s\n", done);
 		} else {
@@ -179,6 +228,7 @@ out:
 		fprintf(stderr, "qlite %s: %s\n", o->command, e.msg);
 	json_object_put(greeting);
 	json_object_put(reply);
+	json_object_put(args);
 	if (c.tok)
 		json_tokener_free(c.tok);
 	if (c.fd >= 0)

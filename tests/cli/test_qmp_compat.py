@@ -224,6 +224,16 @@ def run(qlite, vm, sock, kernel):
     check("a second VM on the same socket path is refused",
           dup.returncode == 1 and "already exists" in dup.stderr, dup.stderr)
 
+    out = subprocess.run([qlite, "qmp", "--qmp", sock, "query-blockstats",
+                          '{"query-nodes": false}'], capture_output=True, text=True)
+    check("qlite qmp CMD ARGS prints the reply",
+          out.returncode == 0 and json.loads(out.stdout or "{}") == {"return": []}, out.stdout)
+    out = subprocess.run([qlite, "qmp", "--qmp", sock, "query-status", "[1]"],
+                         capture_output=True, text=True)
+    check("qlite qmp with non-object arguments fails cleanly",
+          out.returncode == 1 and "JSON object" in out.stderr, out.stderr)
+    events = subprocess.Popen([qlite, "events", "--qmp", sock], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
     check("quit", a.cmd("quit") == {"return": {}})
     e = a.wait_event("SHUTDOWN")
     check("SHUTDOWN event: host-qmp-quit",
@@ -234,6 +244,13 @@ def run(qlite, vm, sock, kernel):
         rc = None
     check("qlite exits 0 after quit", rc == 0, f"rc={rc} stderr={vm.stderr.read()[:300]}")
     check("the socket file is removed", not os.path.exists(sock))
+    try:
+        ev_out, _ = events.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        events.kill()
+        ev_out = ""
+    check("qlite events printed SHUTDOWN and ended with the VM",
+          events.returncode == 0 and '"event":"SHUTDOWN"' in ev_out, ev_out[:300])
     a.close()
     b.close()
 
