@@ -20,14 +20,15 @@ compress=${QLITE_GUEST_INITRD_COMPRESS:-gzip}
 # dependencies come from modules.dep.
 modules=(virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
     virtio_mmio virtio_blk virtio_net failover net_failover virtio_console virtio_rng
-    virtio_balloon)
+    virtio_balloon button evdev)
 
 kver=$(kernel_version)
 bbver=$(pkg_version busybox-static)
 
 # Everything the result depends on; a changed stamp means rebuild.
 stamp=$(printf '%s\n' "$kver" "$(pkg_version "linux-image-$kver")" "$bbver" \
-    "$compress" "${modules[*]}" "${QLITE_GUEST_NO_DBG:-0}" | cat - "$here/build.sh" "$here/lib.sh" "$here/init" |
+    "$compress" "${modules[*]}" "${QLITE_GUEST_NO_DBG:-0}" |
+    cat - "$here/build.sh" "$here/lib.sh" "$here/init" <(cd "$here/rootfs" && find . -type f -exec sha256sum {} +) |
     sha256sum | cut -d' ' -f1)
 if [[ -e $out/.stamp && $(cat "$out/.stamp") == "$stamp" &&
       -s $out/vmlinuz && -s $out/initrd.img && -s $out/System.map ]]; then
@@ -45,6 +46,8 @@ mkdir -p "$stage"/{proc,sys,dev,tmp,run,root,etc,mnt}
 install_busybox "$bb" "$stage"
 install_modules "$kdir/lib/modules/$kver" "$stage" "$kver" "${modules[@]}"
 install -m 0755 "$here/init" "$stage/init"
+# Files of the guest's root as they are (the power-button handler, ...).
+cp -a "$here/rootfs/." "$stage/"
 echo "root:x:0:0:root:/root:/bin/sh" >"$stage/etc/passwd"
 echo "qlite-guest" >"$stage/etc/hostname"
 make_cpio "$stage" "$out/initrd.img" "$compress"
