@@ -111,6 +111,7 @@ def main():
         time.sleep(0.05)
     try:
         run(qlite, vm, sock, kernel)
+        inherited_fd(qlite, kernel, tmp)
     finally:
         if vm.poll() is None:
             vm.kill()
@@ -253,6 +254,33 @@ def run(qlite, vm, sock, kernel):
           events.returncode == 0 and '"event":"SHUTDOWN"' in ev_out, ev_out[:300])
     a.close()
     b.close()
+
+
+def inherited_fd(qlite, kernel, tmp):
+    """libvirt's way: a listening socket created by the manager, passed as fd."""
+    path = os.path.join(tmp, "libvirt-style.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(1)
+    fd = lsock.fileno()
+    vm = subprocess.Popen([qlite, "run", "--kernel", kernel, "--mem", "64M", "-S",
+                           "--qmp", f"fd:{fd}", "--console", "none"],
+                          pass_fds=[fd], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lsock.close()
+    try:
+        c = Client(path)
+        g = c.reply()
+        check("fd:N: greeting on an inherited listening socket", "QMP" in g, str(g))
+        c.cmd("qmp_capabilities")
+        r = c.cmd("query-status")
+        check("fd:N: query-status", r.get("return", {}).get("status") == "prelaunch", str(r))
+        check("fd:N: quit", c.cmd("quit") == {"return": {}})
+        check("fd:N: exit 0", vm.wait(timeout=20) == 0)
+        c.close()
+    finally:
+        if vm.poll() is None:
+            vm.kill()
 
 
 if __name__ == "__main__":
