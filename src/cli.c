@@ -45,6 +45,7 @@ const char cli_run_usage[] =
 	"                        passes it); wait=on waits for a client before the\n"
 	"                        guest runs (default wait=off)\n"
 	"      --name NAME       VM name (QMP query-name)\n"
+	"      --rng             a virtio-rng device (host getrandom)\n"
 	"  -h, --help            this text\n"
 	"\n"
 	"Options also take the --opt=value form.\n"
@@ -64,6 +65,7 @@ enum {
 	OPT_QMP,
 	OPT_NAME,
 	OPT_JSON,
+	OPT_RNG,
 };
 
 static const struct option run_longopts[] = {
@@ -81,6 +83,7 @@ static const struct option run_longopts[] = {
 	{ "paused", no_argument, NULL, 'S' },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "name", required_argument, NULL, OPT_NAME },
+	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -157,6 +160,9 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			break;
 		case OPT_NAME:
 			o->name = optarg;
+			break;
+		case OPT_RNG:
+			o->rng = true;
 			break;
 		case OPT_MEM_BACKEND:
 			if (mem_backend_parse(optarg, &o->mem_backend))

@@ -47,6 +47,7 @@ static int ctl_build_vm(struct ctl *c, struct qerr *e)
 {
 	int ret;
 
+	c->cfg.vm.loop = c->loop;
 	ret = vm_create(&c->cfg.vm, &c->vm, e);
 	if (ret)
 		return ret;

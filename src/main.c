@@ -127,6 +127,7 @@ static int cmd_run(int argc, char **argv)
 	cfg.vm.initrd = o.initrd;
 	cfg.vm.cmdline = o.cmdline;
 	cfg.vm.no_reboot = o.no_reboot;
+	cfg.vm.rng = o.rng;
 	cfg.vm.console_in = o.console ? STDIN_FILENO : -1;
 	cfg.vm.console_out = o.console ? STDOUT_FILENO : -1;
 	cfg.start_paused = o.paused;

@@ -24,6 +24,7 @@ struct run_options {
 	bool paused; /* -S */
 	const char *qmp;
 	const char *name;
+	bool rng;
 };
 
 /* `qlite status|pause|resume|powerdown|quit|events|qmp --qmp PATH [--json]` */

@@ -15,6 +15,8 @@
 struct vcpu;
 struct serial;
 struct acpi_pm;
+struct loop;
+struct pci_bus;
 
 #define VM_MAX_VCPUS 64
 
@@ -35,6 +37,8 @@ struct vm_config {
 	const char *initrd;
 	const char *cmdline;
 	bool no_reboot; /* a guest reset ends the VM instead of rebuilding it */
+	struct loop *loop; /* where devices register their fds */
+	bool rng; /* virtio-rng */
 	/* Console: where the UART reads and writes (-1: none). */
 	int console_in;
 	int console_out;
@@ -59,6 +63,14 @@ struct vm {
 	_Atomic int stop_reason;
 	int stop_efd;
 
+	pthread_mutex_t routes_lock;
+	struct kvm_irq_routing *routes; /* PC wiring + MSI routes */
+	unsigned int routes_cap;
+	int next_msi_gsi;
+
+	struct loop *loop; /* the controller's event loop (device fds) */
+	struct pci_bus *pci;
+
 	bool paused;
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */
 };
@@ -82,5 +94,12 @@ int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
 /* Raise/lower an ISA/IOAPIC interrupt line. */
 int vm_set_irq(struct vm *vm, unsigned int gsi, int level);
+/*
+ * MSI routes (GSIs from 24 up). *gsi < 0 allocates one. The whole table is
+ * handed to KVM on each change (KVM_SET_GSI_ROUTING replaces it).
+ */
+int vm_msi_route_set(struct vm *vm, int *gsi, uint32_t addr_lo, uint32_t addr_hi,
+		     uint32_t data);
+void vm_msi_route_free(struct vm *vm, int gsi);
 
 #endif
