@@ -46,6 +46,10 @@ const char cli_run_usage[] =
 	"                        guest runs (default wait=off)\n"
 	"      --name NAME       VM name (QMP query-name)\n"
 	"      --rng             a virtio-rng device (host getrandom)\n"
+	"      --balloon[=reporting=off]\n"
+	"                        a virtio-balloon device: inflate/deflate through QMP\n"
+	"                        'balloon', stats, and free page reporting (freed guest\n"
+	"                        memory goes back to the host) unless reporting=off\n"
 	"  -h, --help            this text\n"
 	"\n"
 	"Options also take the --opt=value form.\n"
@@ -66,6 +70,7 @@ enum {
 	OPT_NAME,
 	OPT_JSON,
 	OPT_RNG,
+	OPT_BALLOON,
 };
 
 static const struct option run_longopts[] = {
@@ -84,6 +89,7 @@ static const struct option run_longopts[] = {
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -163,6 +169,15 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			break;
 		case OPT_RNG:
 			o->rng = true;
+			break;
+		case OPT_BALLOON:
+			o->balloon = true;
+			if (optarg && !strcmp(optarg, "reporting=off"))
+				o->balloon_no_reporting = true;
+			else if (optarg && strcmp(optarg, "reporting=on"))
+				return qerr_set(e, EINVAL,
+						"--balloon=%s: expected reporting=on or reporting=off",
+						optarg);
 			break;
 		case OPT_MEM_BACKEND:
 			if (mem_backend_parse(optarg, &o->mem_backend))

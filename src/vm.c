@@ -303,6 +303,11 @@ static int vm_create_devices(struct vm *vm, struct qerr *e)
 		if (ret)
 			return qerr_set(e, -ret, "cannot create virtio-rng: %s", strerror(-ret));
 	}
+	if (vm->cfg.balloon) {
+		ret = virtio_balloon_create(vm, !vm->cfg.balloon_no_reporting);
+		if (ret)
+			return qerr_set(e, -ret, "cannot create virtio-balloon: %s", strerror(-ret));
+	}
 	return 0;
 }
 

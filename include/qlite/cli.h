@@ -25,6 +25,8 @@ struct run_options {
 	const char *qmp;
 	const char *name;
 	bool rng;
+	bool balloon;
+	bool balloon_no_reporting;
 };
 
 /* `qlite status|pause|resume|powerdown|quit|events|qmp --qmp PATH [--json]` */

@@ -47,6 +47,13 @@ struct guest_mem {
 	 * those writes, and migration/checkpointing must.
 	 */
 	unsigned long *dirty;
+	/*
+	 * Pages handed back to the host (balloon inflate, free page reporting):
+	 * their content was dropped then. The guest may write a reported page
+	 * again later, so consumers (checkpoint, migration) trust a bit only
+	 * together with dirty tracking since the discard.
+	 */
+	unsigned long *discarded;
 };
 
 /* Create the backing and mapping and lay regions out (no KVM involvement). */
@@ -65,6 +72,15 @@ void *mem_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 void mem_dirty_mark(struct guest_mem *m, const void *hva, size_t len);
 /* Test and clear one page's bit; @page is an index into the mapping. */
 bool mem_dirty_test_clear(struct guest_mem *m, uint64_t page);
+
+/*
+ * Give [gpa, gpa+len) back to the host (MADV_DONTNEED, or punching the
+ * memfd) and mark it discarded. Page-aligned, inside one RAM region.
+ */
+int mem_discard(struct guest_mem *m, uint64_t gpa, uint64_t len);
+/* The guest may use [gpa, gpa+len) again (balloon deflate). */
+void mem_undiscard(struct guest_mem *m, uint64_t gpa, uint64_t len);
+bool mem_page_discarded(const struct guest_mem *m, uint64_t page);
 
 int mem_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len);
 int mem_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len);

@@ -163,4 +163,31 @@ bool virtio_has_feature(const struct virtio_dev *d, unsigned int bit);
 
 int virtio_rng_create(struct vm *vm);
 
+/* Guest memory statistics, tags as in the virtio spec (5.5.6.3). */
+enum {
+	BALLOON_STAT_SWAP_IN,
+	BALLOON_STAT_SWAP_OUT,
+	BALLOON_STAT_MAJFLT,
+	BALLOON_STAT_MINFLT,
+	BALLOON_STAT_MEMFREE,
+	BALLOON_STAT_MEMTOT,
+	BALLOON_STAT_AVAIL,
+	BALLOON_STAT_CACHES,
+	BALLOON_STAT_HTLB_PGALLOC,
+	BALLOON_STAT_HTLB_PGFAIL,
+	BALLOON_STAT_MAX,
+};
+
+struct balloon_stats {
+	uint64_t val[BALLOON_STAT_MAX];
+	uint32_t valid; /* bit per tag the driver reported */
+};
+
+/* @reporting: offer free page reporting (VIRTIO_BALLOON_F_REPORTING). */
+int virtio_balloon_create(struct vm *vm, bool reporting);
+/* Ask the guest to keep @guest_bytes of RAM (the rest goes in the balloon). */
+int virtio_balloon_set_target(struct vm *vm, uint64_t guest_bytes);
+/* RAM the guest has now; the last stats (and ask the driver for new ones). */
+int virtio_balloon_query(struct vm *vm, uint64_t *actual_bytes, struct balloon_stats *stats);
+
 #endif

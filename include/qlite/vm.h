@@ -17,6 +17,7 @@ struct serial;
 struct acpi_pm;
 struct loop;
 struct pci_bus;
+struct virtio_balloon;
 
 #define VM_MAX_VCPUS 64
 
@@ -39,6 +40,8 @@ struct vm_config {
 	bool no_reboot; /* a guest reset ends the VM instead of rebuilding it */
 	struct loop *loop; /* where devices register their fds */
 	bool rng; /* virtio-rng */
+	bool balloon; /* virtio-balloon */
+	bool balloon_no_reporting;
 	/* Console: where the UART reads and writes (-1: none). */
 	int console_in;
 	int console_out;
@@ -70,6 +73,7 @@ struct vm {
 
 	struct loop *loop; /* the controller's event loop (device fds) */
 	struct pci_bus *pci;
+	struct virtio_balloon *balloon;
 
 	bool paused;
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */

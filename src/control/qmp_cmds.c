@@ -6,6 +6,7 @@
 
 #include "qlite/ctl.h"
 #include "qlite/vcpu.h"
+#include "qlite/virtio.h"
 #include "qmp_internal.h"
 
 static int need_vm(struct ctl *c, struct qerr *e)
@@ -148,6 +149,60 @@ static int cmd_query_kvm(struct ctl *c, struct json_object *args, struct json_ob
 	return 0;
 }
 
+static int cmd_balloon(struct ctl *c, struct json_object *args, struct json_object **ret,
+		       struct qerr *e)
+{
+	struct json_object *v;
+	int64_t bytes;
+
+	if (need_vm(c, e))
+		return -ENODEV;
+	json_object_object_get_ex(args, "value", &v);
+	bytes = json_object_get_int64(v);
+	if (bytes <= 0)
+		return qerr_set(e, EINVAL, "Parameter 'value' expects a size greater than 0");
+	if (virtio_balloon_set_target(c->vm, (uint64_t)bytes))
+		return qerr_set(e, ENODEV, "No balloon device has been activated");
+	return 0;
+}
+
+static const char *const stat_names[BALLOON_STAT_MAX] = {
+	"stat-swap-in",	     "stat-swap-out",	      "stat-major-faults",
+	"stat-minor-faults", "stat-free-memory",      "stat-total-memory",
+	"stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc",
+	"stat-htlb-pgfail",
+};
+
+static int cmd_query_balloon(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	struct balloon_stats st;
+	struct json_object *o, *stats;
+	uint64_t actual;
+	unsigned int i;
+
+	if (need_vm(c, e))
+		return -ENODEV;
+	if (virtio_balloon_query(c->vm, &actual, &st))
+		return qerr_set(e, ENODEV, "No balloon device has been activated");
+	o = json_object_new_object();
+	json_object_object_add(o, "actual", json_object_new_int64((int64_t)actual));
+	/* QEMU's guest-stats names; only what the driver reported so far. */
+	stats = json_object_new_object();
+	for (i = 0; i < BALLOON_STAT_MAX; i++)
+		if (st.valid & (1u << i))
+			json_object_object_add(stats, stat_names[i],
+					       json_object_new_int64((int64_t)st.val[i]));
+	json_object_object_add(o, "x-guest-stats", stats);
+	*ret = o;
+	return 0;
+}
+
+static const struct qmp_arg args_balloon[] = {
+	{ "value", QMP_ARG_INT, true },
+	{ NULL },
+};
+
 static const struct qmp_arg args_capabilities[] = {
 	{ "enable", QMP_ARG_ARRAY, false },
 	{ NULL },
@@ -177,6 +232,8 @@ static const struct qmp_command commands[] = {
 	{ "query-block", cmd_empty_list, NULL, args_query_block },
 	{ "query-blockstats", cmd_empty_list, NULL, args_query_blockstats },
 	{ "query-kvm", cmd_query_kvm },
+	{ "balloon", cmd_balloon, NULL, args_balloon },
+	{ "query-balloon", cmd_query_balloon },
 };
 
 static int cmd_query_commands(struct ctl *c, struct json_object *args,

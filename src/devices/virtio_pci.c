@@ -263,9 +263,25 @@ static void virtio_set_status(struct virtio_dev *d, uint8_t v)
 			v &= ~VIRTIO_STATUS_FEATURES_OK;
 	}
 	if ((v & VIRTIO_STATUS_DRIVER_OK) && !(d->st.status & VIRTIO_STATUS_DRIVER_OK)) {
+		unsigned int q;
+
 		d->st.status = v;
-		if (d->ops->activate && d->ops->activate(d))
+		if (d->ops->activate && d->ops->activate(d)) {
 			virtio_dev_set_broken(d, "device could not start");
+			return;
+		}
+		/*
+		 * Some drivers queue buffers and kick before DRIVER_OK (Linux's
+		 * balloon does with its first stats buffer): serve what is there,
+		 * on the main thread like any kick.
+		 */
+		for (q = 0; q < d->ops->nqueues; q++) {
+			uint64_t one = 1;
+
+			if (d->vq[q].desc && write(d->kick_efd[q], &one, sizeof(one)) < 0) {
+				/* counter saturated: a kick is pending anyway */
+			}
+		}
 		return;
 	}
 	d->st.status = v | (d->st.status & VIRTIO_STATUS_NEEDS_RESET);
