@@ -38,7 +38,8 @@ const char cli_run_usage[] =
 	"  -c, --cpus N          number of vCPUs (default 1)\n"
 	"      --no-reboot       exit (status 0) when the guest reboots, instead of\n"
 	"                        restarting it\n"
-	"      --console MODE    stdio (default) or none\n"
+	"      --console MODE    stdio (default: the 16550, guest ttyS0), virtio (this\n"
+	"                        terminal on virtio-console: guest console=hvc0) or none\n"
 	"  -S, --paused          create the VM with vCPUs paused; QMP 'cont' starts it\n"
 	"      --qmp SPEC        QMP control socket: unix:PATH[,server=on][,wait=off]\n"
 	"                        or fd:N (an inherited listening socket, as libvirt\n"
@@ -189,9 +190,11 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 				o->console = true;
 			else if (!strcmp(optarg, "none"))
 				o->console = false;
+			else if (!strcmp(optarg, "virtio"))
+				o->console = o->console_virtio = true;
 			else
-				return qerr_set(e, EINVAL, "--console %s: expected stdio or none",
-						optarg);
+				return qerr_set(e, EINVAL,
+						"--console %s: expected stdio, virtio or none", optarg);
 			break;
 		case 'h':
 			o->help = true;

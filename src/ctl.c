@@ -94,7 +94,7 @@ static void ctl_on_console(void *opaque, uint32_t events)
 
 	if (!c->vm)
 		return;
-	space = serial_rx_space(c->vm->serial);
+	space = vm_console_space(c->vm);
 	if (!space) {
 		ctl_console_throttle(c, true); /* the guest reads; poll again soon */
 		return;
@@ -124,7 +124,7 @@ static void ctl_on_console(void *opaque, uint32_t events)
 		}
 		out[n_out++] = buf[i];
 	}
-	serial_push_input(c->vm->serial, out, n_out);
+	vm_console_push(c->vm, out, n_out);
 }
 
 static void ctl_on_signal(void *opaque, uint32_t events)
@@ -300,7 +300,7 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 				log_msg("event loop: %s", strerror(-ret));
 				vm_request_stop(c->vm, VM_STOP_ERROR);
 			}
-			if (c->console_throttled && serial_rx_space(c->vm->serial))
+			if (c->console_throttled && vm_console_space(c->vm))
 				ctl_console_throttle(c, false);
 		}
 		vm_stop_vcpus(c->vm);

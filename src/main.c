@@ -128,6 +128,7 @@ static int cmd_run(int argc, char **argv)
 	cfg.vm.cmdline = o.cmdline;
 	cfg.vm.no_reboot = o.no_reboot;
 	cfg.vm.rng = o.rng;
+	cfg.vm.console_virtio = o.console_virtio;
 	cfg.vm.balloon = o.balloon;
 	cfg.vm.balloon_no_reporting = o.balloon_no_reporting;
 	cfg.vm.console_in = o.console ? STDIN_FILENO : -1;

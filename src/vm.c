@@ -288,8 +288,10 @@ static int vm_create_devices(struct vm *vm, struct qerr *e)
 {
 	int ret;
 
-	ret = serial_create(vm, SERIAL_COM1_BASE, SERIAL_COM1_IRQ, vm->cfg.console_in,
-			    vm->cfg.console_out, &vm->serial);
+	/* With hvc0 as the console the UART stays, unconnected (Linux probes it). */
+	ret = serial_create(vm, SERIAL_COM1_BASE, SERIAL_COM1_IRQ,
+			    vm->cfg.console_virtio ? -1 : vm->cfg.console_in,
+			    vm->cfg.console_virtio ? -1 : vm->cfg.console_out, &vm->serial);
 	if (!ret)
 		ret = i8042_create(vm);
 	if (!ret)
@@ -302,6 +304,11 @@ static int vm_create_devices(struct vm *vm, struct qerr *e)
 		ret = virtio_rng_create(vm);
 		if (ret)
 			return qerr_set(e, -ret, "cannot create virtio-rng: %s", strerror(-ret));
+	}
+	if (vm->cfg.console_virtio) {
+		ret = virtio_console_create(vm, vm->cfg.console_out);
+		if (ret)
+			return qerr_set(e, -ret, "cannot create virtio-console: %s", strerror(-ret));
 	}
 	if (vm->cfg.balloon) {
 		ret = virtio_balloon_create(vm, !vm->cfg.balloon_no_reporting);
@@ -524,6 +531,20 @@ int vm_resume(struct vm *vm)
 		vcpu_request(vm->vcpus[i], VCPU_RUNNING);
 	vm->paused = false;
 	return 0;
+}
+
+size_t vm_console_space(struct vm *vm)
+{
+	if (vm->vconsole)
+		return virtio_console_space(vm->vconsole);
+	return serial_rx_space(vm->serial);
+}
+
+size_t vm_console_push(struct vm *vm, const uint8_t *buf, size_t len)
+{
+	if (vm->vconsole)
+		return virtio_console_push_input(vm->vconsole, buf, len);
+	return serial_push_input(vm->serial, buf, len);
 }
 
 int vm_set_irq(struct vm *vm, unsigned int gsi, int level)

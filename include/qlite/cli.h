@@ -20,6 +20,7 @@ struct run_options {
 	unsigned int ncpus;
 	bool no_reboot;
 	bool console; /* false: --console none */
+	bool console_virtio; /* --console virtio */
 	bool help;
 	bool paused; /* -S */
 	const char *qmp;

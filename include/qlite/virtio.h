@@ -163,6 +163,12 @@ bool virtio_has_feature(const struct virtio_dev *d, unsigned int bit);
 
 int virtio_rng_create(struct vm *vm);
 
+struct virtio_console;
+/* hvc0 writing to @out_fd; input arrives through virtio_console_push_input. */
+int virtio_console_create(struct vm *vm, int out_fd);
+size_t virtio_console_space(struct virtio_console *c);
+size_t virtio_console_push_input(struct virtio_console *c, const uint8_t *buf, size_t len);
+
 /* Guest memory statistics, tags as in the virtio spec (5.5.6.3). */
 enum {
 	BALLOON_STAT_SWAP_IN,

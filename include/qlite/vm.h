@@ -18,6 +18,7 @@ struct acpi_pm;
 struct loop;
 struct pci_bus;
 struct virtio_balloon;
+struct virtio_console;
 
 #define VM_MAX_VCPUS 64
 
@@ -42,7 +43,8 @@ struct vm_config {
 	bool rng; /* virtio-rng */
 	bool balloon; /* virtio-balloon */
 	bool balloon_no_reporting;
-	/* Console: where the UART reads and writes (-1: none). */
+	bool console_virtio; /* stdio on virtio-console (hvc0), not the UART */
+	/* Console: where the UART (or hvc0) reads and writes (-1: none). */
 	int console_in;
 	int console_out;
 };
@@ -74,6 +76,7 @@ struct vm {
 	struct loop *loop; /* the controller's event loop (device fds) */
 	struct pci_bus *pci;
 	struct virtio_balloon *balloon;
+	struct virtio_console *vconsole;
 
 	bool paused;
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */
@@ -96,6 +99,9 @@ void vm_stop_vcpus(struct vm *vm);
  */
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
+/* Host console input to whichever device owns the console. */
+size_t vm_console_space(struct vm *vm);
+size_t vm_console_push(struct vm *vm, const uint8_t *buf, size_t len);
 /* Raise/lower an ISA/IOAPIC interrupt line. */
 int vm_set_irq(struct vm *vm, unsigned int gsi, int level);
 /*
