@@ -252,10 +252,16 @@ int main(int argc, char **argv)
 		for (m = 0; m < NR_MODES; m++)
 			if (run_mode(bn, (m + r) % NR_MODES, seconds))
 				return 1;
+	for (i = 0; i < bn->queues; i++)
+		free(bn->qs[i].slots);
+	blk_backend_close(bn->b);
+	mem_destroy(&bn->mem);
+	free(bn);
 	return 0;
 usage:
 	fprintf(stderr, "usage: %s FILE [-q QUEUES] [-d DEPTH] [-b BS] [-s SECONDS] [-r ROUNDS] "
 			"[-D]\n",
 		argv[0]);
+	free(bn);
 	return 2;
 }
