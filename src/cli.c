@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "qlite/cli.h"
@@ -46,6 +47,9 @@ const char cli_run_usage[] =
 	"                        passes it); wait=on waits for a client before the\n"
 	"                        guest runs (default wait=off)\n"
 	"      --name NAME       VM name (QMP query-name)\n"
+	"      --disk path=FILE[,readonly=on][,direct=on][,serial=ID]\n"
+	"                        a virtio-blk disk on a raw image (repeatable, up to 8);\n"
+	"                        direct=on bypasses the host page cache (O_DIRECT)\n"
 	"      --rng             a virtio-rng device (host getrandom)\n"
 	"      --balloon[=reporting=off]\n"
 	"                        a virtio-balloon device: inflate/deflate through QMP\n"
@@ -72,6 +76,7 @@ enum {
 	OPT_JSON,
 	OPT_RNG,
 	OPT_BALLOON,
+	OPT_DISK,
 };
 
 static const struct option run_longopts[] = {
@@ -91,6 +96,7 @@ static const struct option run_longopts[] = {
 	{ "name", required_argument, NULL, OPT_NAME },
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
+	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -114,6 +120,66 @@ static int cli_parse_mem(const char *arg, uint64_t host_mem, uint64_t *out, stru
 				arg, (unsigned long long)(host_mem / MiB));
 	*out = v;
 	return 0;
+}
+
+static int cli_onoff(const char *key, const char *v, bool *out, struct qerr *e)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "1"))
+		*out = true;
+	else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "0"))
+		*out = false;
+	else
+		return qerr_set(e, EINVAL, "--disk %s=%s: expected on or off", key, v);
+	return 0;
+}
+
+int cli_parse_disk(char *spec, struct disk_config *dc, struct qerr *e)
+{
+	char *save = NULL, *item;
+	int ret;
+
+	memset(dc, 0, sizeof(*dc));
+	for (item = strtok_r(spec, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(item, '=');
+
+		if (!eq) {
+			if (dc->path)
+				return qerr_set(e, EINVAL, "--disk: '%s' is not KEY=VALUE", item);
+			dc->path = item; /* a bare first item is the path */
+			continue;
+		}
+		*eq = '\0';
+		if (!strcmp(item, "path") || !strcmp(item, "file")) {
+			dc->path = eq + 1;
+		} else if (!strcmp(item, "readonly") || !strcmp(item, "ro")) {
+			ret = cli_onoff(item, eq + 1, &dc->readonly, e);
+			if (ret)
+				return ret;
+		} else if (!strcmp(item, "direct")) {
+			ret = cli_onoff(item, eq + 1, &dc->direct, e);
+			if (ret)
+				return ret;
+		} else if (!strcmp(item, "serial")) {
+			dc->serial = eq + 1;
+		} else {
+			return qerr_set(e, EINVAL,
+					"--disk: unknown option '%s' (path, readonly, direct, serial)",
+					item);
+		}
+	}
+	if (!dc->path || !*dc->path)
+		return qerr_set(e, EINVAL, "--disk needs path=FILE");
+	return 0;
+}
+
+void cli_run_options_free(struct run_options *o)
+{
+	unsigned int i;
+
+	for (i = 0; i < CLI_MAX_DISKS; i++) {
+		free(o->disk_specs[i]);
+		o->disk_specs[i] = NULL;
+	}
 }
 
 int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpus,
@@ -170,6 +236,17 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			break;
 		case OPT_RNG:
 			o->rng = true;
+			break;
+		case OPT_DISK:
+			if (o->ndisks == CLI_MAX_DISKS)
+				return qerr_set(e, E2BIG, "at most %d --disk options", CLI_MAX_DISKS);
+			o->disk_specs[o->ndisks] = strdup(optarg);
+			if (!o->disk_specs[o->ndisks])
+				return qerr_set(e, ENOMEM, "out of memory");
+			ret = cli_parse_disk(o->disk_specs[o->ndisks], &o->disks[o->ndisks], e);
+			o->ndisks++;
+			if (ret)
+				return ret;
 			break;
 		case OPT_BALLOON:
 			o->balloon = true;

@@ -101,6 +101,7 @@ static int cmd_run(int argc, char **argv)
 	ret = cli_parse_run(argc, argv, host_mem, VM_MAX_VCPUS, &o, &e);
 	if (ret) {
 		fprintf(stderr, "qlite run: %s\n(see qlite run --help)\n", e.msg);
+		cli_run_options_free(&o);
 		return EXIT_SETUP;
 	}
 	if (o.help) {
@@ -128,6 +129,8 @@ static int cmd_run(int argc, char **argv)
 	cfg.vm.cmdline = o.cmdline;
 	cfg.vm.no_reboot = o.no_reboot;
 	cfg.vm.rng = o.rng;
+	cfg.vm.disks = o.disks;
+	cfg.vm.ndisks = o.ndisks;
 	cfg.vm.console_virtio = o.console_virtio;
 	cfg.vm.balloon = o.balloon;
 	cfg.vm.balloon_no_reporting = o.balloon_no_reporting;

@@ -305,6 +305,11 @@ static int vm_create_devices(struct vm *vm, struct qerr *e)
 		if (ret)
 			return qerr_set(e, -ret, "cannot create virtio-rng: %s", strerror(-ret));
 	}
+	for (unsigned int i = 0; i < vm->cfg.ndisks; i++) {
+		ret = virtio_blk_create(vm, &vm->cfg.disks[i], i, e);
+		if (ret)
+			return ret;
+	}
 	if (vm->cfg.console_virtio) {
 		ret = virtio_console_create(vm, vm->cfg.console_out);
 		if (ret)

@@ -6,10 +6,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "qlite/mem.h"
+#include "qlite/virtio.h"
 #include "qlite/util.h"
 
 #define CLI_DEFAULT_MEM (512 * MiB)
 #define CLI_MIN_MEM (16 * MiB)
+#define CLI_MAX_DISKS 8
 
 struct run_options {
 	const char *kernel;
@@ -28,6 +30,9 @@ struct run_options {
 	bool rng;
 	bool balloon;
 	bool balloon_no_reporting;
+	struct disk_config disks[CLI_MAX_DISKS];
+	unsigned int ndisks;
+	char *disk_specs[CLI_MAX_DISKS]; /* copies the disks point into */
 };
 
 /* `qlite status|pause|resume|powerdown|quit|events|qmp --qmp PATH [--json]` */
@@ -51,6 +56,10 @@ extern const char cli_client_usage[];
  */
 int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpus,
 		  struct run_options *o, struct qerr *e);
+/* Free what cli_parse_run allocated (the --disk copies). */
+void cli_run_options_free(struct run_options *o);
+/* "path=FILE[,readonly=on][,direct=on][,serial=S]" into @dc; @spec is modified. */
+int cli_parse_disk(char *spec, struct disk_config *dc, struct qerr *e);
 extern const char cli_run_usage[];
 extern const char cli_main_usage[];
 

@@ -115,9 +115,12 @@ struct virtio_dev_ops {
 			     unsigned int len);
 	/* The driver kicked queue @q (main thread, device lock held). */
 	void (*queue_notify)(struct virtio_dev *d, unsigned int q);
-	/* Driver status reached DRIVER_OK / device reset (device lock held). */
+	/* Driver status reached DRIVER_OK / device reset (main thread, lock held). */
 	int (*activate)(struct virtio_dev *d);
 	void (*reset)(struct virtio_dev *d);
+	/* Pause: stop submitting and drain (main thread, lock not held). */
+	int (*quiesce)(struct virtio_dev *d);
+	void (*resume)(struct virtio_dev *d);
 	void (*unrealize)(struct virtio_dev *d);
 };
 
@@ -139,6 +142,8 @@ struct virtio_dev {
 	struct virtq vq[VIRTIO_MAX_QUEUES];
 	pthread_mutex_t lock; /* transport registers (vCPUs) vs queue work (main) */
 	bool broken;
+	bool reset_pending; /* status 0 written; the main thread finishes it */
+	int reset_efd;
 	struct ratelimit rl;
 
 	struct pci_dev pci;
@@ -188,6 +193,31 @@ struct balloon_stats {
 	uint64_t val[BALLOON_STAT_MAX];
 	uint32_t valid; /* bit per tag the driver reported */
 };
+
+/* Block devices (virtio-blk on the io_uring backend). */
+struct disk_config {
+	const char *path;
+	bool readonly;
+	bool direct;
+	const char *serial;
+};
+
+struct blk_disk_stats {
+	uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, flush_ops, failed_ops;
+};
+
+struct blk_disk_info {
+	const char *name, *path;
+	bool readonly;
+	uint64_t size;
+	struct blk_disk_stats stats;
+};
+
+struct vblk;
+int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int index,
+		      struct qerr *e);
+/* Walk the VM's disks: NULL starts, returns NULL at the end. */
+struct vblk *virtio_blk_next(struct vm *vm, struct vblk *prev, struct blk_disk_info *info);
 
 /* @reporting: offer free page reporting (VIRTIO_BALLOON_F_REPORTING). */
 int virtio_balloon_create(struct vm *vm, bool reporting);

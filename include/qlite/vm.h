@@ -19,6 +19,8 @@ struct loop;
 struct pci_bus;
 struct virtio_balloon;
 struct virtio_console;
+struct vblk;
+struct disk_config;
 
 #define VM_MAX_VCPUS 64
 
@@ -43,6 +45,8 @@ struct vm_config {
 	bool rng; /* virtio-rng */
 	bool balloon; /* virtio-balloon */
 	bool balloon_no_reporting;
+	const struct disk_config *disks;
+	unsigned int ndisks;
 	bool console_virtio; /* stdio on virtio-console (hvc0), not the UART */
 	/* Console: where the UART (or hvc0) reads and writes (-1: none). */
 	int console_in;
@@ -77,6 +81,7 @@ struct vm {
 	struct pci_bus *pci;
 	struct virtio_balloon *balloon;
 	struct virtio_console *vconsole;
+	struct vblk *disks;
 
 	bool paused;
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */

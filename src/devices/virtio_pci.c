@@ -149,6 +149,24 @@ static void virtio_bar_moved(struct pci_dev *p, int bar)
 		virtio_kicks_update(p->opaque);
 }
 
+static void virtio_reset_locked(struct virtio_dev *d);
+
+static void virtio_on_reset(void *opaque, uint32_t events)
+{
+	struct virtio_dev *d = opaque;
+	uint64_t v;
+
+	(void)events;
+	if (read(d->reset_efd, &v, sizeof(v)) < 0)
+		return;
+	pthread_mutex_lock(&d->lock);
+	if (d->reset_pending) {
+		virtio_reset_locked(d);
+		d->reset_pending = false;
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
 static void virtio_on_kick(void *opaque, uint32_t events)
 {
 	struct virtio_dev *d = ((struct kick_ctx *)opaque)->d;
@@ -159,7 +177,8 @@ static void virtio_on_kick(void *opaque, uint32_t events)
 	if (read(d->kick_efd[q], &v, sizeof(v)) < 0)
 		return;
 	pthread_mutex_lock(&d->lock);
-	if (!d->broken && (d->st.status & VIRTIO_STATUS_DRIVER_OK) && d->vq[q].desc)
+	if (!d->broken && !d->reset_pending && (d->st.status & VIRTIO_STATUS_DRIVER_OK) &&
+	    d->vq[q].desc)
 		d->ops->queue_notify(d, q);
 	pthread_mutex_unlock(&d->lock);
 }
@@ -215,7 +234,8 @@ static uint32_t common_read(struct virtio_dev *d, unsigned int off)
 	case C_NUMQ:
 		return d->ops->nqueues;
 	case C_STATUS:
-		return d->st.status;
+		/* Non-zero until a pending reset has finished. */
+		return d->reset_pending ? (d->st.status ? d->st.status : 0x80) : d->st.status;
 	case C_CFGGEN:
 		return d->st.config_generation;
 	case C_Q_SELECT:
@@ -253,7 +273,17 @@ static void virtio_set_status(struct virtio_dev *d, uint8_t v)
 	uint64_t generic = d->st.driver_features & transport_features;
 
 	if (v == 0) {
-		virtio_reset_locked(d);
+		/*
+		 * In-flight requests must end before the reset does, and only the
+		 * main thread drives the backends: finish it there. The driver
+		 * polls status until it reads 0 (virtio 1.x, 4.1.4.3.2).
+		 */
+		uint64_t one = 1;
+
+		d->reset_pending = true;
+		if (write(d->reset_efd, &one, sizeof(one)) < 0) {
+			/* counter saturated: a reset is pending anyway */
+		}
 		return;
 	}
 	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(d->st.status & VIRTIO_STATUS_FEATURES_OK)) {
@@ -490,6 +520,11 @@ static void virtio_pci_unrealize(void *opaque)
 			close(d->kick_efd[q]);
 		}
 	}
+	if (d->reset_efd >= 0) {
+		if (d->vm->loop)
+			loop_del(d->vm->loop, d->reset_efd);
+		close(d->reset_efd);
+	}
 	msix_destroy(&d->msix);
 	if (d->ops->unrealize)
 		d->ops->unrealize(d);
@@ -539,10 +574,27 @@ static void virtio_pci_reset(void *opaque)
 	msix_reset(&d->msix);
 }
 
+static int virtio_pci_quiesce(void *opaque)
+{
+	struct virtio_dev *d = opaque;
+
+	return d->ops->quiesce ? d->ops->quiesce(d) : 0;
+}
+
+static void virtio_pci_resume(void *opaque)
+{
+	struct virtio_dev *d = opaque;
+
+	if (d->ops->resume)
+		d->ops->resume(d);
+}
+
 static const struct device_class virtio_pci_class = {
 	.name = "virtio-pci",
 	.state = &virtio_state,
 	.reset = virtio_pci_reset,
+	.quiesce = virtio_pci_quiesce,
+	.resume = virtio_pci_resume,
 	.unrealize = virtio_pci_unrealize,
 };
 
@@ -571,6 +623,7 @@ int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *pri
 	pthread_mutex_init(&d->lock, NULL);
 	for (q = 0; q < VIRTIO_MAX_QUEUES; q++)
 		d->kick_efd[q] = -1;
+	d->reset_efd = -1;
 	if (ops->nqueues == 0 || ops->nqueues > VIRTIO_MAX_QUEUES || !vm->pci || !vm->loop) {
 		ret = -EINVAL;
 		goto err;
@@ -604,6 +657,11 @@ int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *pri
 			ret = -errno;
 			goto err;
 		}
+	}
+	d->reset_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (d->reset_efd < 0 || loop_add(vm->loop, d->reset_efd, EPOLLIN, virtio_on_reset, d)) {
+		ret = -errno;
+		goto err;
 	}
 	ret = vm_add_device(vm, &virtio_pci_class, d);
 	if (ret)
