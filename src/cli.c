@@ -50,6 +50,9 @@ const char cli_run_usage[] =
 	"      --disk path=FILE[,readonly=on][,direct=on][,serial=ID]\n"
 	"                        a virtio-blk disk on a raw image (repeatable, up to 8);\n"
 	"                        direct=on bypasses the host page cache (O_DIRECT)\n"
+	"      --net tap=NAME|fd=N[,mac=52:54:00:12:34:56]\n"
+	"                        a virtio-net NIC on a tap (created if absent) or an\n"
+	"                        inherited tap fd (repeatable, up to 4)\n"
 	"      --rng             a virtio-rng device (host getrandom)\n"
 	"      --balloon[=reporting=off]\n"
 	"                        a virtio-balloon device: inflate/deflate through QMP\n"
@@ -77,6 +80,7 @@ enum {
 	OPT_RNG,
 	OPT_BALLOON,
 	OPT_DISK,
+	OPT_NET,
 };
 
 static const struct option run_longopts[] = {
@@ -97,6 +101,7 @@ static const struct option run_longopts[] = {
 	{ "rng", no_argument, NULL, OPT_RNG },
 	{ "balloon", optional_argument, NULL, OPT_BALLOON },
 	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -172,6 +177,50 @@ int cli_parse_disk(char *spec, struct disk_config *dc, struct qerr *e)
 	return 0;
 }
 
+int cli_parse_net(char *spec, struct net_config *nc, struct qerr *e)
+{
+	char *save = NULL, *item;
+	uint64_t v;
+
+	memset(nc, 0, sizeof(*nc));
+	nc->fd = -1;
+	for (item = strtok_r(spec, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(item, '=');
+
+		if (!eq)
+			return qerr_set(e, EINVAL, "--net: '%s' is not KEY=VALUE", item);
+		*eq = '\0';
+		if (!strcmp(item, "tap")) {
+			if (!eq[1] || strlen(eq + 1) >= 16)
+				return qerr_set(e, EINVAL, "--net tap=%s: 1 to 15 characters", eq + 1);
+			nc->tap = eq + 1;
+		} else if (!strcmp(item, "fd")) {
+			if (parse_uint(eq + 1, 0, INT32_MAX, &v))
+				return qerr_set(e, EINVAL, "--net fd=%s: expected a number", eq + 1);
+			nc->fd = (int)v;
+		} else if (!strcmp(item, "mac")) {
+			unsigned int b[6], i;
+			char end;
+
+			if (sscanf(eq + 1, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3],
+				   &b[4], &b[5], &end) != 6)
+				return qerr_set(e, EINVAL, "--net mac=%s: expected 52:54:00:12:34:56",
+						eq + 1);
+			if (b[0] & 1)
+				return qerr_set(e, EINVAL, "--net mac=%s is a multicast address",
+						eq + 1);
+			for (i = 0; i < 6; i++)
+				nc->mac[i] = (uint8_t)b[i];
+			nc->has_mac = true;
+		} else {
+			return qerr_set(e, EINVAL, "--net: unknown option '%s' (tap, fd, mac)", item);
+		}
+	}
+	if (!nc->tap == (nc->fd < 0))
+		return qerr_set(e, EINVAL, "--net needs exactly one of tap=NAME or fd=N");
+	return 0;
+}
+
 void cli_run_options_free(struct run_options *o)
 {
 	unsigned int i;
@@ -179,6 +228,10 @@ void cli_run_options_free(struct run_options *o)
 	for (i = 0; i < CLI_MAX_DISKS; i++) {
 		free(o->disk_specs[i]);
 		o->disk_specs[i] = NULL;
+	}
+	for (i = 0; i < CLI_MAX_NETS; i++) {
+		free(o->net_specs[i]);
+		o->net_specs[i] = NULL;
 	}
 }
 
@@ -245,6 +298,17 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 				return qerr_set(e, ENOMEM, "out of memory");
 			ret = cli_parse_disk(o->disk_specs[o->ndisks], &o->disks[o->ndisks], e);
 			o->ndisks++;
+			if (ret)
+				return ret;
+			break;
+		case OPT_NET:
+			if (o->nnets == CLI_MAX_NETS)
+				return qerr_set(e, E2BIG, "at most %d --net options", CLI_MAX_NETS);
+			o->net_specs[o->nnets] = strdup(optarg);
+			if (!o->net_specs[o->nnets])
+				return qerr_set(e, ENOMEM, "out of memory");
+			ret = cli_parse_net(o->net_specs[o->nnets], &o->nets[o->nnets], e);
+			o->nnets++;
 			if (ret)
 				return ret;
 			break;

@@ -131,6 +131,8 @@ static int cmd_run(int argc, char **argv)
 	cfg.vm.rng = o.rng;
 	cfg.vm.disks = o.disks;
 	cfg.vm.ndisks = o.ndisks;
+	cfg.vm.nets = o.nets;
+	cfg.vm.nnets = o.nnets;
 	cfg.vm.console_virtio = o.console_virtio;
 	cfg.vm.balloon = o.balloon;
 	cfg.vm.balloon_no_reporting = o.balloon_no_reporting;

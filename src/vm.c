@@ -310,6 +310,11 @@ static int vm_create_devices(struct vm *vm, struct qerr *e)
 		if (ret)
 			return ret;
 	}
+	for (unsigned int i = 0; i < vm->cfg.nnets; i++) {
+		ret = virtio_net_create(vm, &vm->cfg.nets[i], i, e);
+		if (ret)
+			return ret;
+	}
 	if (vm->cfg.console_virtio) {
 		ret = virtio_console_create(vm, vm->cfg.console_out);
 		if (ret)

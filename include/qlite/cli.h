@@ -12,6 +12,7 @@
 #define CLI_DEFAULT_MEM (512 * MiB)
 #define CLI_MIN_MEM (16 * MiB)
 #define CLI_MAX_DISKS 8
+#define CLI_MAX_NETS 4
 
 struct run_options {
 	const char *kernel;
@@ -33,6 +34,9 @@ struct run_options {
 	struct disk_config disks[CLI_MAX_DISKS];
 	unsigned int ndisks;
 	char *disk_specs[CLI_MAX_DISKS]; /* copies the disks point into */
+	struct net_config nets[CLI_MAX_NETS];
+	unsigned int nnets;
+	char *net_specs[CLI_MAX_NETS];
 };
 
 /* `qlite status|pause|resume|powerdown|quit|events|qmp --qmp PATH [--json]` */
@@ -60,6 +64,8 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 void cli_run_options_free(struct run_options *o);
 /* "path=FILE[,readonly=on][,direct=on][,serial=S]" into @dc; @spec is modified. */
 int cli_parse_disk(char *spec, struct disk_config *dc, struct qerr *e);
+/* "tap=NAME|fd=N[,mac=52:54:00:12:34:56]" into @nc; @spec is modified. */
+int cli_parse_net(char *spec, struct net_config *nc, struct qerr *e);
 extern const char cli_run_usage[];
 extern const char cli_main_usage[];
 

@@ -219,6 +219,17 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 /* Walk the VM's disks: NULL starts, returns NULL at the end. */
 struct vblk *virtio_blk_next(struct vm *vm, struct vblk *prev, struct blk_disk_info *info);
 
+/* Network devices (virtio-net on a tap). */
+struct net_config {
+	const char *tap; /* interface name, created if absent; or */
+	int fd; /* an inherited tap fd (when tap is NULL) */
+	bool has_mac;
+	uint8_t mac[6];
+};
+
+int virtio_net_create(struct vm *vm, const struct net_config *nc, unsigned int index,
+		      struct qerr *e);
+
 /* @reporting: offer free page reporting (VIRTIO_BALLOON_F_REPORTING). */
 int virtio_balloon_create(struct vm *vm, bool reporting);
 /* Ask the guest to keep @guest_bytes of RAM (the rest goes in the balloon). */

@@ -21,6 +21,7 @@ struct virtio_balloon;
 struct virtio_console;
 struct vblk;
 struct disk_config;
+struct net_config;
 
 #define VM_MAX_VCPUS 64
 
@@ -47,6 +48,8 @@ struct vm_config {
 	bool balloon_no_reporting;
 	const struct disk_config *disks;
 	unsigned int ndisks;
+	const struct net_config *nets;
+	unsigned int nnets;
 	bool console_virtio; /* stdio on virtio-console (hvc0), not the UART */
 	/* Console: where the UART (or hvc0) reads and writes (-1: none). */
 	int console_in;
