@@ -298,6 +298,8 @@ static int vm_create_devices(struct vm *vm, struct qerr *e)
 		ret = acpi_pm_create(vm);
 	if (!ret)
 		ret = pci_bus_create(vm, &vm->pci);
+	if (!ret)
+		ret = vm_add_device(vm, &pci_bus_class, vm->pci);
 	if (ret)
 		return qerr_set(e, -ret, "cannot create platform devices: %s", strerror(-ret));
 	if (vm->cfg.rng) {

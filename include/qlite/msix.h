@@ -17,8 +17,15 @@ struct pci_dev;
 #define MSIX_NO_VECTOR 0xffff
 #define MSIX_ENTRY_SIZE 16
 
+#define MSIX_MAX_VECTORS 32
+
+/* The guest-visible table entry: device state (saved and restored). */
+struct msix_entry {
+	uint32_t addr_lo, addr_hi, data, ctrl;
+};
+
+/* Host-side delivery for one vector: never saved. */
 struct msix_vector {
-	uint32_t addr_lo, addr_hi, data, ctrl; /* guest-visible table entry */
 	int efd; /* irqfd */
 	int gsi; /* -1 until first routed */
 	bool routed; /* KVM route matches the entry and irqfd is bound */
@@ -28,8 +35,9 @@ struct msix {
 	struct pci_dev *dev;
 	unsigned int nvec;
 	unsigned int cap; /* offset of the capability in config space */
-	struct msix_vector *vec;
-	uint64_t pba[4]; /* up to 256 vectors */
+	struct msix_entry entry[MSIX_MAX_VECTORS];
+	uint64_t pba[MSIX_MAX_VECTORS / 64 + 1];
+	struct msix_vector vec[MSIX_MAX_VECTORS];
 	pthread_mutex_t lock;
 };
 
@@ -48,5 +56,7 @@ bool msix_enabled(struct msix *m);
 void msix_notify(struct msix *m, unsigned int vector);
 /* Back to power-on state (disabled, all vectors masked). */
 void msix_reset(struct msix *m);
+/* Entries/PBA/capability were loaded from saved state: route what is live. */
+void msix_state_loaded(struct msix *m);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "qlite/bus.h"
+#include "qlite/device.h"
 
 struct vm;
 struct pci_dev;
@@ -53,6 +54,7 @@ struct pci_dev {
 	uint8_t slot;
 	uint8_t cfg[PCI_CFG_SIZE];
 	uint8_t wmask[PCI_CFG_SIZE]; /* guest-writable bits */
+	uint8_t cfg_init[PCI_CFG_SIZE]; /* as registered: the read-only bits' truth */
 	uint8_t next_cap; /* where the next capability goes */
 	struct pci_bar bars[6];
 	struct pci_bus *bus;
@@ -72,6 +74,7 @@ struct pci_bus {
 	uint64_t mmio_next; /* bump allocator for BAR pre-assignment */
 };
 
+extern const struct device_class pci_bus_class;
 int pci_bus_create(struct vm *vm, struct pci_bus **out);
 void pci_bus_destroy(struct pci_bus *b);
 
@@ -86,6 +89,10 @@ unsigned int pci_dev_add_cap(struct pci_dev *d, uint8_t id, unsigned int len);
 /* Put @d in a free slot, assign its BARs and map them. */
 int pci_dev_register(struct pci_bus *b, struct pci_dev *d);
 void pci_dev_unregister(struct pci_dev *d);
+/* Config space was loaded from saved state: map BARs to match it. */
+void pci_dev_refresh(struct pci_dev *d);
+/* 0 if @d's (loaded) config differs from the registered one only in writable bits. */
+int pci_dev_check_config(const struct pci_dev *d);
 
 /* Config space access as the guest does it (bounds-checked); for tests too. */
 uint32_t pci_config_read(struct pci_bus *b, uint8_t slot, unsigned int off, unsigned int len);

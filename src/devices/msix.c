@@ -22,18 +22,17 @@ int msix_init(struct msix *m, struct pci_dev *d, unsigned int nvec, int bar, uin
 {
 	unsigned int i;
 
-	if (nvec == 0 || nvec > 256)
+	if (nvec == 0 || nvec > MSIX_MAX_VECTORS)
 		return -EINVAL;
 	memset(m, 0, sizeof(*m));
 	m->dev = d;
 	m->nvec = nvec;
-	m->vec = calloc(nvec, sizeof(*m->vec));
-	if (!m->vec)
-		return -ENOMEM;
 	pthread_mutex_init(&m->lock, NULL);
+	for (i = 0; i < nvec; i++)
+		m->vec[i].efd = -1; /* so a failure below closes only what it opened */
 	for (i = 0; i < nvec; i++) {
 		m->vec[i].gsi = -1;
-		m->vec[i].ctrl = MSIX_VEC_MASKED;
+		m->entry[i].ctrl = MSIX_VEC_MASKED;
 		m->vec[i].efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (m->vec[i].efd < 0) {
 			msix_destroy(m);
@@ -56,7 +55,7 @@ void msix_destroy(struct msix *m)
 {
 	unsigned int i;
 
-	if (!m->vec)
+	if (!m->nvec)
 		return;
 	for (i = 0; i < m->nvec; i++) {
 		if (m->vec[i].routed) {
@@ -70,8 +69,7 @@ void msix_destroy(struct msix *m)
 		if (m->vec[i].efd >= 0)
 			close(m->vec[i].efd);
 	}
-	free(m->vec);
-	m->vec = NULL;
+	m->nvec = 0;
 	pthread_mutex_destroy(&m->lock);
 }
 
@@ -90,16 +88,17 @@ static bool msix_masked(struct msix *m, unsigned int v)
 	uint16_t ctrl = msix_ctrl(m);
 
 	return !(ctrl & MSIX_CTRL_ENABLE) || (ctrl & MSIX_CTRL_MASKALL) ||
-	       (m->vec[v].ctrl & MSIX_VEC_MASKED);
+	       (m->entry[v].ctrl & MSIX_VEC_MASKED);
 }
 
 /* Caller holds the lock. Point vector @v's GSI at its current message. */
 static void msix_route(struct msix *m, unsigned int v)
 {
 	struct msix_vector *vec = &m->vec[v];
+	struct msix_entry *ent = &m->entry[v];
 	struct vm *vm = m->dev->bus->vm;
 
-	if (vm_msi_route_set(vm, &vec->gsi, vec->addr_lo, vec->addr_hi, vec->data)) {
+	if (vm_msi_route_set(vm, &vec->gsi, ent->addr_lo, ent->addr_hi, ent->data)) {
 		log_msg("%s: cannot route MSI-X vector %u", m->dev->name, v);
 		return;
 	}
@@ -137,10 +136,10 @@ void msix_table_read(struct msix *m, uint64_t off, uint8_t *data, unsigned int l
 	if (v >= m->nvec || (len != 4 && len != 8) || off % len || (len == 8 && word % 2))
 		return;
 	pthread_mutex_lock(&m->lock);
-	w[0] = m->vec[v].addr_lo;
-	w[1] = m->vec[v].addr_hi;
-	w[2] = m->vec[v].data;
-	w[3] = m->vec[v].ctrl;
+	w[0] = m->entry[v].addr_lo;
+	w[1] = m->entry[v].addr_hi;
+	w[2] = m->entry[v].data;
+	w[3] = m->entry[v].ctrl;
 	memcpy(data, &w[word], len);
 	pthread_mutex_unlock(&m->lock);
 }
@@ -155,20 +154,20 @@ void msix_table_write(struct msix *m, uint64_t off, const uint8_t *data, unsigne
 	memcpy(w, data, len);
 	pthread_mutex_lock(&m->lock);
 	for (i = 0; i < len / 4; i++) {
-		struct msix_vector *vec = &m->vec[v];
+		struct msix_entry *ent = &m->entry[v];
 
 		switch (word + i) {
 		case 0:
-			vec->addr_lo = w[i];
+			ent->addr_lo = w[i];
 			break;
 		case 1:
-			vec->addr_hi = w[i];
+			ent->addr_hi = w[i];
 			break;
 		case 2:
-			vec->data = w[i];
+			ent->data = w[i];
 			break;
 		case 3:
-			vec->ctrl = w[i] & MSIX_VEC_MASKED;
+			ent->ctrl = w[i] & MSIX_VEC_MASKED;
 			break;
 		}
 	}
@@ -225,9 +224,22 @@ void msix_reset(struct msix *m)
 	pthread_mutex_lock(&m->lock);
 	pci_set_u16(m->dev, m->cap + 2, m->nvec - 1);
 	for (v = 0; v < m->nvec; v++) {
-		m->vec[v].addr_lo = m->vec[v].addr_hi = m->vec[v].data = 0;
-		m->vec[v].ctrl = MSIX_VEC_MASKED;
+		m->entry[v].addr_lo = m->entry[v].addr_hi = m->entry[v].data = 0;
+		m->entry[v].ctrl = MSIX_VEC_MASKED;
 	}
 	memset(m->pba, 0, sizeof(m->pba));
+	pthread_mutex_unlock(&m->lock);
+}
+
+void msix_state_loaded(struct msix *m)
+{
+	unsigned int v;
+
+	pthread_mutex_lock(&m->lock);
+	for (v = 0; v < m->nvec; v++) {
+		m->entry[v].ctrl &= MSIX_VEC_MASKED;
+		if (!msix_masked(m, v))
+			msix_route(m, v);
+	}
 	pthread_mutex_unlock(&m->lock);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "qlite/device.h"
 #include "qlite/pci.h"
 #include "qlite/vm.h"
 
@@ -194,6 +195,7 @@ int pci_dev_register(struct pci_bus *b, struct pci_dev *d)
 		b->mmio_next = addr + d->bars[i].size;
 	}
 	pci_set_u16(d, PCI_COMMAND, pci_get_u16(d, PCI_COMMAND) | PCI_COMMAND_MEMORY);
+	memcpy(d->cfg_init, d->cfg, sizeof(d->cfg));
 	b->devs[slot] = d;
 	for (i = 0; i < 6; i++)
 		pci_bar_update(d, i);
@@ -231,6 +233,7 @@ int pci_bus_create(struct vm *vm, struct pci_bus **out)
 	/* 00:00.0: a host bridge, which Linux's conf1 sanity check looks for. */
 	pci_dev_init(&b->host_bridge, "pci-host", 0x1b36, 0x0008, 0x060000, 0);
 	b->host_bridge.bus = b;
+	memcpy(b->host_bridge.cfg_init, b->host_bridge.cfg, PCI_CFG_SIZE);
 	b->devs[0] = &b->host_bridge;
 	ret = bus_register(&vm->pio, PCI_CONFIG_ADDRESS, 8, &pci_io_ops, b, "pci-config");
 	if (ret) {
@@ -248,3 +251,49 @@ void pci_bus_destroy(struct pci_bus *b)
 	pthread_mutex_destroy(&b->lock);
 	free(b);
 }
+
+void pci_dev_refresh(struct pci_dev *d)
+{
+	unsigned int i;
+
+	pthread_mutex_lock(&d->bus->lock);
+	for (i = 0; i < 6; i++)
+		pci_bar_update(d, i);
+	pthread_mutex_unlock(&d->bus->lock);
+}
+
+int pci_dev_check_config(const struct pci_dev *d)
+{
+	unsigned int i;
+
+	for (i = 0; i < PCI_CFG_SIZE; i++)
+		if ((d->cfg[i] ^ d->cfg_init[i]) & ~d->wmask[i])
+			return -EINVAL;
+	return 0;
+}
+
+/* The bus's own state: the address latch and the host bridge's config. */
+static int pci_bus_post_load(void *opaque)
+{
+	struct pci_bus *b = opaque;
+
+	return pci_dev_check_config(&b->host_bridge);
+}
+
+static const struct state_field pci_bus_fields[] = {
+	STATE_FIELD(struct pci_bus, cfg_addr),
+	STATE_FIELD(struct pci_bus, host_bridge.cfg),
+};
+
+static const struct state_desc pci_bus_state = {
+	.name = "pci-host",
+	.version = 1,
+	.fields = pci_bus_fields,
+	.nr_fields = ARRAY_SIZE(pci_bus_fields),
+	.post_load = pci_bus_post_load,
+};
+
+const struct device_class pci_bus_class = {
+	.name = "pci-host",
+	.state = &pci_bus_state,
+};

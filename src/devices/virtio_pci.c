@@ -194,7 +194,8 @@ static void virtio_reset_locked(struct virtio_dev *d)
 	for (q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		vq_disable(&d->vq[q]);
 		memset(&d->st.q[q], 0, sizeof(d->st.q[q]));
-		d->st.q[q].size = d->ops->queue_size;
+		/* Absent queues read as size 0 (and must load as such). */
+		d->st.q[q].size = q < d->ops->nqueues ? d->ops->queue_size : 0;
 		d->st.q[q].msix_vector = MSIX_NO_VECTOR;
 	}
 	d->st.driver_features = 0;
@@ -532,28 +533,52 @@ static void virtio_pci_unrealize(void *opaque)
 	free(d);
 }
 
+/*
+ * Restore is construction from validated state: what the driver negotiated
+ * must be what we offer, queues must fit, config space may differ only in
+ * guest-writable bits. Then the host side follows: BARs, MSI routes, rings.
+ */
 static int virtio_state_post_load(void *opaque)
 {
 	struct virtio_dev *d = opaque;
 	unsigned int q;
 
-	/* Restore is construction from validated state (used by checkpointing). */
 	if (d->st.driver_features & ~d->device_features)
+		return -EINVAL;
+	if (pci_dev_check_config(&d->pci) ||
+	    (d->st.msix_config != MSIX_NO_VECTOR && d->st.msix_config >= d->msix.nvec))
 		return -EINVAL;
 	for (q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		struct virtq_state *qs = &d->st.q[q];
 
-		if (q >= d->ops->nqueues && qs->enabled)
+		if (q >= d->ops->nqueues && (qs->enabled || qs->size || qs->msix_vector != MSIX_NO_VECTOR))
 			return -EINVAL;
-		if (qs->enabled && (qs->size > d->ops->queue_size ||
-				    (uint16_t)(qs->last_avail_idx - qs->used_idx) > qs->size))
+		if (q >= d->ops->nqueues)
+			continue;
+		if (qs->msix_vector != MSIX_NO_VECTOR && qs->msix_vector >= d->msix.nvec)
+			return -EINVAL;
+		if (qs->enabled > 1 || qs->size > d->ops->queue_size ||
+		    (uint16_t)(qs->last_avail_idx - qs->used_idx) > qs->size)
+			return -EINVAL;
+		if (!qs->enabled) {
+			vq_disable(&d->vq[q]);
+			continue;
+		}
+		if (vq_enable(&d->vq[q], qs, &d->vm->mem, virtio_has_feature(d, VIRTIO_F_EVENT_IDX),
+			      virtio_has_feature(d, VIRTIO_F_INDIRECT_DESC)))
 			return -EINVAL;
 	}
+	pci_dev_refresh(&d->pci);
+	msix_state_loaded(&d->msix);
 	return 0;
 }
 
+/* The config space and the MSI-X table are device state too. */
 static const struct state_field virtio_fields[] = {
 	STATE_FIELD(struct virtio_dev, st),
+	STATE_FIELD(struct virtio_dev, pci.cfg),
+	STATE_FIELD(struct virtio_dev, msix.entry),
+	STATE_FIELD(struct virtio_dev, msix.pba),
 };
 
 static const struct state_desc virtio_state = {

@@ -155,6 +155,7 @@ int ktest_start(struct ktest *t, enum guest_test test)
 	int ret;
 
 	t->test = test;
+	cfg.vm = t->devices;
 	cfg.vm.mem_size = t->mem;
 	cfg.vm.ncpus = t->ncpus;
 	cfg.vm.console_in = t->in_pipe[0];
