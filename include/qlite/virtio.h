@@ -73,6 +73,7 @@ struct virtq {
 	volatile uint32_t *used; /* flags|idx in word 0, then {id, len} pairs */
 	uint16_t signalled_used;
 	bool signalled_used_valid;
+	bool kicks_off; /* the driver was told not to kick (we poll) */
 };
 
 /* One request: device-readable buffers first (out), then device-writable (in). */
@@ -94,6 +95,13 @@ void vq_disable(struct virtq *vq);
 int vq_pop(struct virtq *vq, struct virtq_elem *e, const char **why);
 /* Hand a request back (@len bytes written into its in-buffers). */
 void vq_push(struct virtq *vq, const struct virtq_elem *e, uint32_t len);
+/*
+ * Ask the driver not to kick (while the device will look at the ring anyway,
+ * e.g. with requests in flight) or to kick again. After re-enabling, check
+ * vq_has_work(): a request may have arrived in between.
+ */
+void vq_set_kicks(struct virtq *vq, bool enable);
+bool vq_has_work(struct virtq *vq);
 /* Whether the driver wants an interrupt for what was pushed since the last one. */
 bool vq_should_notify(struct virtq *vq);
 /* Pages the device wrote must be marked dirty; helper over a request's in-iovs. */

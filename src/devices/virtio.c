@@ -234,12 +234,35 @@ int vq_pop(struct virtq *vq, struct virtq_elem *e, const char **why)
 		return -EINVAL;
 	}
 	vq->s->last_avail_idx++;
-	if (vq->event_idx) {
+	if (vq->event_idx && !vq->kicks_off) {
 		/* Kick us again only once the driver passes what we consumed. */
 		*avail_event_ptr(vq) = vq->s->last_avail_idx;
 		smp_mb();
 	}
 	return 1;
+}
+
+void vq_set_kicks(struct virtq *vq, bool enable)
+{
+	volatile uint16_t *used_flags = (volatile uint16_t *)vq->used;
+
+	if (!vq->used || vq->kicks_off == !enable)
+		return;
+	vq->kicks_off = !enable;
+	if (vq->event_idx)
+		/* An event index just behind ours is one the driver never crosses. */
+		*avail_event_ptr(vq) = vq->s->last_avail_idx - (enable ? 0 : 1);
+	else if (enable)
+		*used_flags &= ~1; /* VRING_USED_F_NO_NOTIFY */
+	else
+		*used_flags |= 1;
+	smp_mb(); /* before the caller re-reads the available index */
+}
+
+bool vq_has_work(struct virtq *vq)
+{
+	return vq->avail &&
+	       __atomic_load_n(&vq->avail[AVAIL_IDX], __ATOMIC_ACQUIRE) != vq->s->last_avail_idx;
 }
 
 void vq_push(struct virtq *vq, const struct virtq_elem *e, uint32_t len)

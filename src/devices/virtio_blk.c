@@ -87,6 +87,7 @@ struct vblk {
 	struct vblk_req *free_reqs;
 	unsigned int nreqs;
 	uint32_t notify_mask; /* queues that completed requests in this batch */
+	unsigned int inflight[VIRTIO_MAX_QUEUES];
 	struct blk_disk_stats stats;
 	struct virtio_dev_ops ops; /* per device: queue count depends on vCPUs */
 	struct vblk *next; /* vm->disks */
@@ -133,6 +134,7 @@ static void vblk_done(void *opaque, int result)
 	struct vblk_req *r = opaque;
 	struct blk_disk_stats *st = &r->blk->stats;
 
+	r->blk->inflight[r->queue]--;
 	if (result == 0) {
 		if (r->type == VIRTIO_BLK_T_IN) {
 			st->rd_bytes += r->bytes;
@@ -159,18 +161,6 @@ static void vblk_send_notifications(struct vblk *b)
 			b->notify_mask &= ~(1u << q);
 		}
 	}
-}
-
-/* Completions: reap under the device lock, then one interrupt per queue. */
-static void vblk_on_ring(void *opaque, uint32_t events)
-{
-	struct vblk *b = opaque;
-
-	(void)events;
-	pthread_mutex_lock(&b->dev->lock);
-	blk_ring_complete(b->ring);
-	vblk_send_notifications(b);
-	pthread_mutex_unlock(&b->dev->lock);
 }
 
 /* Copy @n bytes from the start of the out-buffers and consume them there. */
@@ -305,17 +295,20 @@ static int vblk_handle(struct vblk *b, struct vblk_req *r, const char **why)
 		vblk_finish(r, VIRTIO_BLK_S_UNSUPP);
 		return 0;
 	}
-	if (ret == 0)
+	if (ret == 0) {
+		b->inflight[r->queue]++;
 		return 0; /* vblk_done finishes it */
+	}
 ioerr:
 	b->stats.failed_ops++;
 	vblk_finish(r, VIRTIO_BLK_S_IOERR);
 	return 0;
 }
 
-static void vblk_queue_notify(struct virtio_dev *d, unsigned int q)
+/* Pop and start every available request of queue @q (device lock held). */
+static void vblk_process(struct vblk *b, unsigned int q)
 {
-	struct vblk *b = d->priv;
+	struct virtio_dev *d = b->dev;
 	struct virtq *vq = &d->vq[q];
 	const char *why = NULL;
 	int ret;
@@ -335,8 +328,57 @@ static void vblk_queue_notify(struct virtio_dev *d, unsigned int q)
 			break;
 		}
 	}
+}
+
+/*
+ * While a queue has requests in flight its completions will come back to
+ * us, so the driver need not kick (each kick is a VM exit): poll the ring
+ * then. Kicks come back on when the queue is idle, then a last look.
+ */
+static void vblk_poll_queues(struct vblk *b)
+{
+	unsigned int q;
+
+	for (q = 0; q < b->nqueues && !b->dev->broken; q++) {
+		struct virtq *vq = &b->dev->vq[q];
+
+		if (!vq->desc)
+			continue;
+		vblk_process(b, q);
+		if (b->inflight[q]) {
+			vq_set_kicks(vq, false);
+			continue;
+		}
+		vq_set_kicks(vq, true);
+		if (vq_has_work(vq)) {
+			vblk_process(b, q);
+			if (b->inflight[q])
+				vq_set_kicks(vq, false);
+		}
+	}
 	blk_ring_submit(b->ring); /* the whole batch in one io_uring_submit */
 	vblk_send_notifications(b);
+}
+
+static void vblk_queue_notify(struct virtio_dev *d, unsigned int q)
+{
+	(void)q;
+	vblk_poll_queues(d->priv);
+}
+
+/* Completions: reap under the device lock, look for new requests, interrupt. */
+static void vblk_on_ring(void *opaque, uint32_t events)
+{
+	struct vblk *b = opaque;
+
+	(void)events;
+	pthread_mutex_lock(&b->dev->lock);
+	blk_ring_complete(b->ring);
+	if ((b->dev->st.status & VIRTIO_STATUS_DRIVER_OK) && !b->dev->reset_pending)
+		vblk_poll_queues(b);
+	else
+		vblk_send_notifications(b);
+	pthread_mutex_unlock(&b->dev->lock);
 }
 
 static int vblk_activate(struct virtio_dev *d)
@@ -352,6 +394,7 @@ static void vblk_reset(struct virtio_dev *d)
 	/* Main thread, lock held: in-flight requests end before the reset does. */
 	blk_ring_drain(b->ring);
 	b->notify_mask = 0;
+	memset(b->inflight, 0, sizeof(b->inflight));
 }
 
 static void vblk_config_read(struct virtio_dev *d, unsigned int off, uint8_t *data,
