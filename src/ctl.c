@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "qlite/ctl.h"
@@ -41,6 +42,19 @@ static void ctl_on_vm_stop(void *opaque, uint32_t events)
 	if (read(c->vm->stop_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		log_msg("stop eventfd: %s", strerror(errno));
 	c->vm_stopped = true;
+}
+
+/* Once a second: is the guest still able to run at all? */
+static void ctl_on_liveness(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(c->liveness_fd, &n, sizeof(n)) < 0 || !c->vm || c->state != RUN_RUNNING)
+		return;
+	if (vm_check_dead(c->vm))
+		vm_request_stop(c->vm, VM_STOP_GUEST_CRASH);
 }
 
 static int ctl_build_vm(struct ctl *c, struct qerr *e)
@@ -154,11 +168,19 @@ int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 		return qerr_set(e, ENOMEM, "out of memory");
 	c->cfg = *cfg;
 	c->signal_fd = -1;
+	c->liveness_fd = -1;
 	c->state = cfg->start_paused ? RUN_PRELAUNCH : RUN_RUNNING;
 	ret = loop_create(&c->loop);
 	if (ret) {
 		free(c);
 		return qerr_set(e, -ret, "cannot create the event loop: %s", strerror(-ret));
+	}
+	c->liveness_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (c->liveness_fd >= 0) {
+		struct itimerspec its = { .it_interval = { 1, 0 }, .it_value = { 1, 0 } };
+
+		timerfd_settime(c->liveness_fd, 0, &its, NULL);
+		loop_add(c->loop, c->liveness_fd, EPOLLIN, ctl_on_liveness, c);
 	}
 	/* The control socket first: a path in use fails before any VM exists. */
 	if (cfg->qmp) {
@@ -192,6 +214,8 @@ void ctl_destroy(struct ctl *c)
 		return;
 	ctl_destroy_vm(c);
 	qmp_server_destroy(c->qmp);
+	if (c->liveness_fd >= 0)
+		close(c->liveness_fd);
 	loop_destroy(c->loop);
 	free(c);
 }

@@ -545,6 +545,35 @@ int vm_resume(struct vm *vm)
 	return 0;
 }
 
+bool vm_check_dead(struct vm *vm)
+{
+	bool all_dead = true;
+	unsigned int i;
+
+	/* Read last round's answers, then ask again. */
+	for (i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = vm->vcpus[i];
+		int seq = __atomic_load_n(&v->probe_seq, __ATOMIC_SEQ_CST);
+
+		if (seq == vm->probe_seq[i] || !v->probe_dead)
+			all_dead = false; /* no answer yet (busy in the guest), or alive */
+		vm->probe_seq[i] = seq;
+	}
+	vm->dead_rounds = all_dead ? vm->dead_rounds + 1 : 0;
+	if (vm->dead_rounds >= 2) {
+		struct vcpu *v = vm->vcpus[0];
+
+		log_msg("the guest stopped for good: every vCPU is halted with interrupts off "
+			"or waits for a SIPI (a kernel that failed to decompress, or 'halt')");
+		log_msg("  vcpu0: mp_state %u rip=%016llx rflags=%016llx", v->probe_mp_state,
+			(unsigned long long)v->probe_rip, (unsigned long long)v->probe_rflags);
+		return true;
+	}
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_probe(vm->vcpus[i]);
+	return false;
+}
+
 size_t vm_console_space(struct vm *vm)
 {
 	if (vm->vconsole)

@@ -49,6 +49,7 @@ struct ctl {
 	bool console_throttled;
 	bool escape;
 	int signal_fd;
+	int liveness_fd; /* timerfd: the dead-guest check */
 };
 
 int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e);

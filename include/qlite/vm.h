@@ -87,6 +87,8 @@ struct vm {
 	struct vblk *disks;
 
 	bool paused;
+	unsigned int dead_rounds; /* consecutive probes that found the guest dead */
+	int probe_seq[VM_MAX_VCPUS];
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */
 };
 
@@ -107,6 +109,12 @@ void vm_stop_vcpus(struct vm *vm);
  */
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
+/*
+ * Liveness, called about once a second while running: true once every vCPU
+ * has twice in a row been found halted with interrupts off (or waiting for
+ * a SIPI): nothing can wake such a guest, so it is as good as crashed.
+ */
+bool vm_check_dead(struct vm *vm);
 /* Host console input to whichever device owns the console. */
 size_t vm_console_space(struct vm *vm);
 size_t vm_console_push(struct vm *vm, const uint8_t *buf, size_t len);

@@ -17,6 +17,8 @@ enum guest_test {
 	GT_SMP,
 	GT_TRIPLE_FAULT,
 	GT_COUNT_FOREVER,
+	GT_HALT_DEAD, /* cli; hlt: nothing can wake it */
+	GT_HALT_IDLE, /* sti; hlt on vCPU 0: idle, not dead */
 };
 
 enum guest_ucall {
