@@ -68,7 +68,8 @@ const char cli_run_usage[] =
 	"Exit status: 0 when the guest powers off (or reboots with --no-reboot, or\n"
 	"Ctrl-A x / SIGTERM); 1 for bad options or a VM that cannot start; 2 when\n"
 	"the guest crashes (triple fault, KVM internal error: registers are\n"
-	"printed) or the VMM fails while running.\n";
+	"printed), stops for good (every vCPU halted with interrupts off, as after\n"
+	"a kernel that fails to decompress, or 'halt'), or the VMM fails.\n";
 
 enum {
 	OPT_NO_REBOOT = 256,
