@@ -222,6 +222,16 @@ int cli_parse_net(char *spec, struct net_config *nc, struct qerr *e)
 	return 0;
 }
 
+/* Keep a copy of a repeatable option's value (its parser splits it in place). */
+static int cli_spec_copy(char **specs, unsigned int n, unsigned int max, const char *opt,
+			 struct qerr *e)
+{
+	if (n == max)
+		return qerr_set(e, E2BIG, "at most %u %s options", max, opt);
+	specs[n] = strdup(optarg);
+	return specs[n] ? 0 : qerr_set(e, ENOMEM, "out of memory");
+}
+
 void cli_run_options_free(struct run_options *o)
 {
 	unsigned int i;
@@ -292,24 +302,18 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			o->rng = true;
 			break;
 		case OPT_DISK:
-			if (o->ndisks == CLI_MAX_DISKS)
-				return qerr_set(e, E2BIG, "at most %d --disk options", CLI_MAX_DISKS);
-			o->disk_specs[o->ndisks] = strdup(optarg);
-			if (!o->disk_specs[o->ndisks])
-				return qerr_set(e, ENOMEM, "out of memory");
-			ret = cli_parse_disk(o->disk_specs[o->ndisks], &o->disks[o->ndisks], e);
-			o->ndisks++;
+			ret = cli_spec_copy(o->disk_specs, o->ndisks, CLI_MAX_DISKS, "--disk", e);
+			if (!ret)
+				ret = cli_parse_disk(o->disk_specs[o->ndisks++],
+						     &o->disks[o->ndisks - 1], e);
 			if (ret)
 				return ret;
 			break;
 		case OPT_NET:
-			if (o->nnets == CLI_MAX_NETS)
-				return qerr_set(e, E2BIG, "at most %d --net options", CLI_MAX_NETS);
-			o->net_specs[o->nnets] = strdup(optarg);
-			if (!o->net_specs[o->nnets])
-				return qerr_set(e, ENOMEM, "out of memory");
-			ret = cli_parse_net(o->net_specs[o->nnets], &o->nets[o->nnets], e);
-			o->nnets++;
+			ret = cli_spec_copy(o->net_specs, o->nnets, CLI_MAX_NETS, "--net", e);
+			if (!ret)
+				ret = cli_parse_net(o->net_specs[o->nnets++], &o->nets[o->nnets - 1],
+						    e);
 			if (ret)
 				return ret;
 			break;
