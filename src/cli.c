@@ -303,17 +303,19 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 			break;
 		case OPT_DISK:
 			ret = cli_spec_copy(o->disk_specs, o->ndisks, CLI_MAX_DISKS, "--disk", e);
-			if (!ret)
-				ret = cli_parse_disk(o->disk_specs[o->ndisks++],
-						     &o->disks[o->ndisks - 1], e);
+			if (ret)
+				return ret;
+			ret = cli_parse_disk(o->disk_specs[o->ndisks], &o->disks[o->ndisks], e);
+			o->ndisks++;
 			if (ret)
 				return ret;
 			break;
 		case OPT_NET:
 			ret = cli_spec_copy(o->net_specs, o->nnets, CLI_MAX_NETS, "--net", e);
-			if (!ret)
-				ret = cli_parse_net(o->net_specs[o->nnets++], &o->nets[o->nnets - 1],
-						    e);
+			if (ret)
+				return ret;
+			ret = cli_parse_net(o->net_specs[o->nnets], &o->nets[o->nnets], e);
+			o->nnets++;
 			if (ret)
 				return ret;
 			break;
