@@ -9,7 +9,7 @@ pkgs=(
     gcc meson ninja-build pkg-config
     linux-libc-dev liburing-dev libelf-dev zlib1g-dev libcap-ng-dev libjson-c-dev
     libcmocka-dev
-    clang llvm
+    clang llvm libclang-rt-14-dev python3
 )
 while read -r p; do
     [[ -n $p && $p != \#* ]] && pkgs+=("$p")

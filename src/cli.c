@@ -17,6 +17,8 @@ const char cli_main_usage[] =
 	"  resume      resume a paused (or -S) VM\n"
 	"  powerdown   press the ACPI power button: the guest shuts down\n"
 	"  quit        stop a VM at once\n"
+	"  events      print a VM's QMP events as JSON lines until it ends\n"
+	"  qmp         run any QMP command: qlite qmp --qmp PATH CMD [JSON-ARGS]\n"
 	"  profile     profile a running guest (qlite profile --help)\n"
 	"  help        show this text\n"
 	"  version     print the version\n"
@@ -38,13 +40,25 @@ const char cli_run_usage[] =
 	"  -c, --cpus N          number of vCPUs (default 1)\n"
 	"      --no-reboot       exit (status 0) when the guest reboots, instead of\n"
 	"                        restarting it\n"
-	"      --console MODE    stdio (default) or none\n"
+	"      --console MODE    stdio (default: the 16550, guest ttyS0), virtio (this\n"
+	"                        terminal on virtio-console: guest console=hvc0) or none\n"
 	"  -S, --paused          create the VM with vCPUs paused; QMP 'cont' starts it\n"
 	"      --qmp SPEC        QMP control socket: unix:PATH[,server=on][,wait=off]\n"
 	"                        or fd:N (an inherited listening socket, as libvirt\n"
 	"                        passes it); wait=on waits for a client before the\n"
 	"                        guest runs (default wait=off)\n"
 	"      --name NAME       VM name (QMP query-name)\n"
+	"      --disk path=FILE[,readonly=on][,direct=on][,serial=ID]\n"
+	"                        a virtio-blk disk on a raw image (repeatable, up to 8);\n"
+	"                        direct=on bypasses the host page cache (O_DIRECT)\n"
+	"      --net tap=NAME|fd=N[,mac=52:54:00:12:34:56]\n"
+	"                        a virtio-net NIC on a tap (created if absent) or an\n"
+	"                        inherited tap fd (repeatable, up to 4)\n"
+	"      --rng             a virtio-rng device (host getrandom)\n"
+	"      --balloon[=reporting=off]\n"
+	"                        a virtio-balloon device: inflate/deflate through QMP\n"
+	"                        'balloon', stats, and free page reporting (freed guest\n"
+	"                        memory goes back to the host) unless reporting=off\n"
 	"      --pmu MODE        guest PMU: off (default), on (the guest's own perf\n"
 	"                        works; needs a host PMU), or allow=EVENT[,EVENT...]\n"
 	"                        (on, limited to these events: instructions, cycles,\n"
@@ -60,7 +74,8 @@ const char cli_run_usage[] =
 	"Exit status: 0 when the guest powers off (or reboots with --no-reboot, or\n"
 	"Ctrl-A x / SIGTERM); 1 for bad options or a VM that cannot start; 2 when\n"
 	"the guest crashes (triple fault, KVM internal error: registers are\n"
-	"printed) or the VMM fails while running.\n";
+	"printed), stops for good (every vCPU halted with interrupts off, as after\n"
+	"a kernel that fails to decompress, or 'halt'), or the VMM fails.\n";
 
 enum {
 	OPT_NO_REBOOT = 256,
@@ -69,6 +84,10 @@ enum {
 	OPT_QMP,
 	OPT_NAME,
 	OPT_JSON,
+	OPT_RNG,
+	OPT_BALLOON,
+	OPT_DISK,
+	OPT_NET,
 	OPT_PMU,
 	OPT_DURATION,
 	OPT_FREQ,
@@ -96,6 +115,10 @@ static const struct option run_longopts[] = {
 	{ "paused", no_argument, NULL, 'S' },
 	{ "qmp", required_argument, NULL, OPT_QMP },
 	{ "name", required_argument, NULL, OPT_NAME },
+	{ "rng", no_argument, NULL, OPT_RNG },
+	{ "balloon", optional_argument, NULL, OPT_BALLOON },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "net", required_argument, NULL, OPT_NET },
 	{ "pmu", required_argument, NULL, OPT_PMU },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -120,6 +143,124 @@ static int cli_parse_mem(const char *arg, uint64_t host_mem, uint64_t *out, stru
 				arg, (unsigned long long)(host_mem / MiB));
 	*out = v;
 	return 0;
+}
+
+static int cli_onoff(const char *key, const char *v, bool *out, struct qerr *e)
+{
+	if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "1"))
+		*out = true;
+	else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "0"))
+		*out = false;
+	else
+		return qerr_set(e, EINVAL, "--disk %s=%s: expected on or off", key, v);
+	return 0;
+}
+
+int cli_parse_disk(char *spec, struct disk_config *dc, struct qerr *e)
+{
+	char *save = NULL, *item;
+	int ret;
+
+	memset(dc, 0, sizeof(*dc));
+	for (item = strtok_r(spec, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(item, '=');
+
+		if (!eq) {
+			if (dc->path)
+				return qerr_set(e, EINVAL, "--disk: '%s' is not KEY=VALUE", item);
+			dc->path = item; /* a bare first item is the path */
+			continue;
+		}
+		*eq = '\0';
+		if (!strcmp(item, "path") || !strcmp(item, "file")) {
+			dc->path = eq + 1;
+		} else if (!strcmp(item, "readonly") || !strcmp(item, "ro")) {
+			ret = cli_onoff(item, eq + 1, &dc->readonly, e);
+			if (ret)
+				return ret;
+		} else if (!strcmp(item, "direct")) {
+			ret = cli_onoff(item, eq + 1, &dc->direct, e);
+			if (ret)
+				return ret;
+		} else if (!strcmp(item, "serial")) {
+			dc->serial = eq + 1;
+		} else {
+			return qerr_set(e, EINVAL,
+					"--disk: unknown option '%s' (path, readonly, direct, serial)",
+					item);
+		}
+	}
+	if (!dc->path || !*dc->path)
+		return qerr_set(e, EINVAL, "--disk needs path=FILE");
+	return 0;
+}
+
+int cli_parse_net(char *spec, struct net_config *nc, struct qerr *e)
+{
+	char *save = NULL, *item;
+	uint64_t v;
+
+	memset(nc, 0, sizeof(*nc));
+	nc->fd = -1;
+	for (item = strtok_r(spec, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(item, '=');
+
+		if (!eq)
+			return qerr_set(e, EINVAL, "--net: '%s' is not KEY=VALUE", item);
+		*eq = '\0';
+		if (!strcmp(item, "tap")) {
+			if (!eq[1] || strlen(eq + 1) >= 16)
+				return qerr_set(e, EINVAL, "--net tap=%s: 1 to 15 characters", eq + 1);
+			nc->tap = eq + 1;
+		} else if (!strcmp(item, "fd")) {
+			if (parse_uint(eq + 1, 0, INT32_MAX, &v))
+				return qerr_set(e, EINVAL, "--net fd=%s: expected a number", eq + 1);
+			nc->fd = (int)v;
+		} else if (!strcmp(item, "mac")) {
+			unsigned int b[6], i;
+			char end;
+
+			if (sscanf(eq + 1, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3],
+				   &b[4], &b[5], &end) != 6)
+				return qerr_set(e, EINVAL, "--net mac=%s: expected 52:54:00:12:34:56",
+						eq + 1);
+			if (b[0] & 1)
+				return qerr_set(e, EINVAL, "--net mac=%s is a multicast address",
+						eq + 1);
+			for (i = 0; i < 6; i++)
+				nc->mac[i] = (uint8_t)b[i];
+			nc->has_mac = true;
+		} else {
+			return qerr_set(e, EINVAL, "--net: unknown option '%s' (tap, fd, mac)", item);
+		}
+	}
+	if (!nc->tap == (nc->fd < 0))
+		return qerr_set(e, EINVAL, "--net needs exactly one of tap=NAME or fd=N");
+	return 0;
+}
+
+/* Keep a copy of a repeatable option's value (its parser splits it in place). */
+static int cli_spec_copy(char **specs, unsigned int n, unsigned int max, const char *opt,
+			 struct qerr *e)
+{
+	if (n == max)
+		return qerr_set(e, E2BIG, "at most %u %s options", max, opt);
+	specs[n] = strdup(optarg);
+	return specs[n] ? 0 : qerr_set(e, ENOMEM, "out of memory");
+}
+
+void cli_run_options_free(struct run_options *o)
+{
+	unsigned int i;
+
+	for (i = 0; i < CLI_MAX_DISKS; i++) {
+		free(o->disk_specs[i]);
+		o->disk_specs[i] = NULL;
+	}
+	for (i = 0; i < CLI_MAX_NETS; i++) {
+		free(o->net_specs[i]);
+		o->net_specs[i] = NULL;
+	}
 }
 
 int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpus,
@@ -174,6 +315,36 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 		case OPT_NAME:
 			o->name = optarg;
 			break;
+		case OPT_RNG:
+			o->rng = true;
+			break;
+		case OPT_DISK:
+			ret = cli_spec_copy(o->disk_specs, o->ndisks, CLI_MAX_DISKS, "--disk", e);
+			if (ret)
+				return ret;
+			ret = cli_parse_disk(o->disk_specs[o->ndisks], &o->disks[o->ndisks], e);
+			o->ndisks++;
+			if (ret)
+				return ret;
+			break;
+		case OPT_NET:
+			ret = cli_spec_copy(o->net_specs, o->nnets, CLI_MAX_NETS, "--net", e);
+			if (ret)
+				return ret;
+			ret = cli_parse_net(o->net_specs[o->nnets], &o->nets[o->nnets], e);
+			o->nnets++;
+			if (ret)
+				return ret;
+			break;
+		case OPT_BALLOON:
+			o->balloon = true;
+			if (optarg && !strcmp(optarg, "reporting=off"))
+				o->balloon_no_reporting = true;
+			else if (optarg && strcmp(optarg, "reporting=on"))
+				return qerr_set(e, EINVAL,
+						"--balloon=%s: expected reporting=on or reporting=off",
+						optarg);
+			break;
 		case OPT_PMU:
 			ret = vpmu_parse(optarg, &o->pmu, e);
 			if (ret)
@@ -189,9 +360,11 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 				o->console = true;
 			else if (!strcmp(optarg, "none"))
 				o->console = false;
+			else if (!strcmp(optarg, "virtio"))
+				o->console = o->console_virtio = true;
 			else
-				return qerr_set(e, EINVAL, "--console %s: expected stdio or none",
-						optarg);
+				return qerr_set(e, EINVAL,
+						"--console %s: expected stdio, virtio or none", optarg);
 			break;
 		case 'h':
 			o->help = true;
@@ -218,7 +391,8 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 }
 
 const char cli_client_usage[] =
-	"Usage: qlite status|pause|resume|powerdown|quit --qmp PATH [--json]\n"
+	"Usage: qlite status|pause|resume|powerdown|quit|events --qmp PATH [--json]\n"
+	"       qlite qmp --qmp PATH COMMAND ['{\"arg\": value}']\n"
 	"\n"
 	"Talk to a running qlite over its QMP socket (qlite run --qmp unix:PATH).\n"
 	"  status      the VM's run state (running, paused, prelaunch, ...)\n"
@@ -226,6 +400,10 @@ const char cli_client_usage[] =
 	"  resume      resume them (QMP cont)\n"
 	"  powerdown   ACPI power button press (QMP system_powerdown)\n"
 	"  quit        end the VM now (QMP quit)\n"
+	"  events      print events (STOP, RESUME, SHUTDOWN, ...) as JSON lines until\n"
+	"              the VM ends\n"
+	"  qmp         send one command with optional JSON arguments; prints the\n"
+	"              reply as JSON\n"
 	"\n"
 	"  --qmp PATH  the socket (unix:PATH also accepted)\n"
 	"  --json      print the QMP reply as JSON, for scripts\n"
@@ -233,7 +411,8 @@ const char cli_client_usage[] =
 	"Exit status: 0 on success, 1 on a bad option, an unreachable socket or an\n"
 	"error reply (its message is printed).\n";
 
-static const char *const client_commands[] = { "status", "pause", "resume", "powerdown", "quit" };
+static const char *const client_commands[] = { "status", "pause",  "resume", "powerdown",
+					       "quit",	 "events", "qmp" };
 
 bool cli_is_client_command(const char *name)
 {
@@ -260,7 +439,7 @@ int cli_parse_client(int argc, char **argv, struct client_options *o, struct qer
 	o->command = argv[0];
 	optind = 0;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", client_longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:h", client_longopts, NULL)) != -1) {
 		switch (c) {
 		case OPT_QMP:
 			o->qmp = optarg;
@@ -276,6 +455,13 @@ int cli_parse_client(int argc, char **argv, struct client_options *o, struct qer
 		default:
 			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
 		}
+	}
+	if (!strcmp(o->command, "qmp")) {
+		if (optind >= argc)
+			return qerr_set(e, EINVAL, "qmp needs a command name");
+		o->execute = argv[optind++];
+		if (optind < argc)
+			o->arguments = argv[optind++];
 	}
 	if (optind < argc)
 		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);

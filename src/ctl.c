@@ -46,10 +46,24 @@ static void ctl_on_vm_stop(void *opaque, uint32_t events)
 	c->vm_stopped = true;
 }
 
+/* Once a second: is the guest still able to run at all? */
+static void ctl_on_liveness(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(c->liveness_fd, &n, sizeof(n)) < 0 || !c->vm || c->state != RUN_RUNNING)
+		return;
+	if (vm_check_dead(c->vm))
+		vm_request_stop(c->vm, VM_STOP_GUEST_CRASH);
+}
+
 static int ctl_build_vm(struct ctl *c, struct qerr *e)
 {
 	int ret;
 
+	c->cfg.vm.loop = c->loop;
 	ret = vm_create(&c->cfg.vm, &c->vm, e);
 	if (ret)
 		return ret;
@@ -99,7 +113,7 @@ static void ctl_on_console(void *opaque, uint32_t events)
 
 	if (!c->vm)
 		return;
-	space = serial_rx_space(c->vm->serial);
+	space = vm_console_space(c->vm);
 	if (!space) {
 		ctl_console_throttle(c, true); /* the guest reads; poll again soon */
 		return;
@@ -129,7 +143,7 @@ static void ctl_on_console(void *opaque, uint32_t events)
 		}
 		out[n_out++] = buf[i];
 	}
-	serial_push_input(c->vm->serial, out, n_out);
+	vm_console_push(c->vm, out, n_out);
 }
 
 static void ctl_on_signal(void *opaque, uint32_t events)
@@ -159,12 +173,20 @@ int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 		return qerr_set(e, ENOMEM, "out of memory");
 	c->cfg = *cfg;
 	c->signal_fd = -1;
+	c->liveness_fd = -1;
 	c->prof_timer_fd = -1;
 	c->state = cfg->start_paused ? RUN_PRELAUNCH : RUN_RUNNING;
 	ret = loop_create(&c->loop);
 	if (ret) {
 		free(c);
 		return qerr_set(e, -ret, "cannot create the event loop: %s", strerror(-ret));
+	}
+	c->liveness_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (c->liveness_fd >= 0) {
+		struct itimerspec its = { .it_interval = { 1, 0 }, .it_value = { 1, 0 } };
+
+		timerfd_settime(c->liveness_fd, 0, &its, NULL);
+		loop_add(c->loop, c->liveness_fd, EPOLLIN, ctl_on_liveness, c);
 	}
 	/* The control socket first: a path in use fails before any VM exists. */
 	if (cfg->qmp) {
@@ -203,6 +225,8 @@ void ctl_destroy(struct ctl *c)
 		close(c->prof_timer_fd);
 	}
 	qmp_server_destroy(c->qmp);
+	if (c->liveness_fd >= 0)
+		close(c->liveness_fd);
 	loop_destroy(c->loop);
 	free(c);
 }
@@ -408,7 +432,7 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 				log_msg("event loop: %s", strerror(-ret));
 				vm_request_stop(c->vm, VM_STOP_ERROR);
 			}
-			if (c->console_throttled && serial_rx_space(c->vm->serial))
+			if (c->console_throttled && vm_console_space(c->vm))
 				ctl_console_throttle(c, false);
 		}
 		/* The profile's last words (PROFILE_STOPPED) before the VM's. */

@@ -101,6 +101,7 @@ static int cmd_run(int argc, char **argv)
 	ret = cli_parse_run(argc, argv, host_mem, VM_MAX_VCPUS, &o, &e);
 	if (ret) {
 		fprintf(stderr, "qlite run: %s\n(see qlite run --help)\n", e.msg);
+		cli_run_options_free(&o);
 		return EXIT_SETUP;
 	}
 	if (o.help) {
@@ -127,6 +128,14 @@ static int cmd_run(int argc, char **argv)
 	cfg.vm.initrd = o.initrd;
 	cfg.vm.cmdline = o.cmdline;
 	cfg.vm.no_reboot = o.no_reboot;
+	cfg.vm.rng = o.rng;
+	cfg.vm.disks = o.disks;
+	cfg.vm.ndisks = o.ndisks;
+	cfg.vm.nets = o.nets;
+	cfg.vm.nnets = o.nnets;
+	cfg.vm.console_virtio = o.console_virtio;
+	cfg.vm.balloon = o.balloon;
+	cfg.vm.balloon_no_reporting = o.balloon_no_reporting;
 	cfg.vm.pmu = &o.pmu;
 	cfg.vm.console_in = o.console ? STDIN_FILENO : -1;
 	cfg.vm.console_out = o.console ? STDOUT_FILENO : -1;

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -59,6 +61,12 @@ int mem_init(struct guest_mem *m, uint64_t ram_size, enum mem_backend backend, s
 		return ret;
 	}
 	m->ram_size = ram_size;
+	m->dirty = calloc(ram_size / 4096 / (8 * sizeof(long)) + 1, sizeof(long));
+	m->discarded = calloc(ram_size / 4096 / (8 * sizeof(long)) + 1, sizeof(long));
+	if (!m->dirty || !m->discarded) {
+		mem_destroy(m);
+		return qerr_set(e, ENOMEM, "out of memory for the dirty bitmap");
+	}
 
 	low = MIN(ram_size, MEM_32BIT_GAP_START);
 	m->regions[0] = (struct mem_region){ .gpa = 0, .size = low, .hva = m->base, .slot = 0 };
@@ -79,6 +87,10 @@ void mem_destroy(struct guest_mem *m)
 	if (m->base)
 		munmap(m->base, m->ram_size);
 	m->ram_size = 0;
+	free(m->dirty);
+	free(m->discarded);
+	m->dirty = NULL;
+	m->discarded = NULL;
 	if (m->memfd >= 0)
 		close(m->memfd);
 	m->base = NULL;
@@ -101,6 +113,82 @@ void *mem_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len)
 		return r->hva + (gpa - r->gpa);
 	}
 	return NULL;
+}
+
+void mem_dirty_mark(struct guest_mem *m, const void *hva, size_t len)
+{
+	const uint8_t *p = hva;
+	uint64_t first, last, pg;
+	const unsigned int bits = 8 * sizeof(long);
+
+	if (!len || p < m->base || p - m->base >= (ptrdiff_t)m->ram_size)
+		return;
+	first = (uint64_t)(p - m->base) / 4096;
+	last = MIN((uint64_t)(p - m->base) + len - 1, m->ram_size - 1) / 4096;
+	for (pg = first; pg <= last; pg++)
+		__atomic_fetch_or(&m->dirty[pg / bits], 1UL << (pg % bits), __ATOMIC_RELAXED);
+}
+
+bool mem_dirty_test_clear(struct guest_mem *m, uint64_t page)
+{
+	const unsigned int bits = 8 * sizeof(long);
+	unsigned long bit = 1UL << (page % bits);
+
+	if (page >= m->ram_size / 4096)
+		return false;
+	return __atomic_fetch_and(&m->dirty[page / bits], ~bit, __ATOMIC_RELAXED) & bit;
+}
+
+static void mem_discard_bits(struct guest_mem *m, const uint8_t *hva, uint64_t len, bool set)
+{
+	const unsigned int bits = 8 * sizeof(long);
+	uint64_t pg = (uint64_t)(hva - m->base) / 4096, end = pg + len / 4096;
+
+	for (; pg < end; pg++) {
+		if (set)
+			__atomic_fetch_or(&m->discarded[pg / bits], 1UL << (pg % bits),
+					  __ATOMIC_RELAXED);
+		else
+			__atomic_fetch_and(&m->discarded[pg / bits], ~(1UL << (pg % bits)),
+					   __ATOMIC_RELAXED);
+	}
+}
+
+int mem_discard(struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	uint8_t *hva;
+
+	if (gpa % 4096 || len % 4096 || !len)
+		return -EINVAL;
+	hva = mem_gpa_to_hva(m, gpa, len);
+	if (!hva)
+		return -EFAULT;
+	if (m->backend == MEM_BACKEND_MEMFD) {
+		/* The pages live in the memfd: only punching frees them. */
+		if (fallocate(m->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			      hva - m->base, len) < 0)
+			return -errno;
+	} else if (madvise(hva, len, MADV_DONTNEED) < 0) {
+		return -errno;
+	}
+	mem_discard_bits(m, hva, len, true);
+	return 0;
+}
+
+void mem_undiscard(struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	uint8_t *hva = mem_gpa_to_hva(m, gpa, len);
+
+	if (hva && gpa % 4096 == 0 && len % 4096 == 0)
+		mem_discard_bits(m, hva, len, false);
+}
+
+bool mem_page_discarded(const struct guest_mem *m, uint64_t page)
+{
+	const unsigned int bits = 8 * sizeof(long);
+
+	return page < m->ram_size / 4096 &&
+	       (__atomic_load_n(&m->discarded[page / bits], __ATOMIC_RELAXED) & (1UL << (page % bits)));
 }
 
 int mem_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len)

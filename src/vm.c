@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "qlite/devices.h"
+#include "qlite/pci.h"
+#include "qlite/virtio.h"
 #include "qlite/vcpu.h"
 #include "qlite/vm.h"
 #include "qlite/vpmu.h"
@@ -103,38 +105,119 @@ static int vm_get_supported_cpuid(struct vm *vm, struct qerr *e)
  * that ISA IRQ 0 (the PIT) is wired to IOAPIC pin 2 (the MADT says so with
  * an interrupt source override), and GSI 16-23 are IOAPIC-only.
  */
+static struct kvm_irq_routing_entry *vm_route_add(struct vm *vm)
+{
+	struct kvm_irq_routing *r = vm->routes;
+
+	if (!r || r->nr == vm->routes_cap) {
+		unsigned int cap = vm->routes_cap ? vm->routes_cap * 2 : 64;
+
+		r = realloc(vm->routes, sizeof(*r) + cap * sizeof(r->entries[0]));
+		if (!r)
+			return NULL;
+		if (!vm->routes) {
+			r->nr = 0;
+			r->flags = 0; /* KVM rejects anything else */
+		}
+		vm->routes = r;
+		vm->routes_cap = cap;
+	}
+	memset(&r->entries[r->nr], 0, sizeof(r->entries[0]));
+	return &r->entries[r->nr++];
+}
+
+static int vm_routes_commit(struct vm *vm)
+{
+	return ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, vm->routes) < 0 ? -errno : 0;
+}
+
+/*
+ * GSI routing as on a PC: GSI 0-15 reach both 8259s and the IOAPIC, except
+ * that ISA IRQ 0 (the PIT) is wired to IOAPIC pin 2 (the MADT says so with
+ * an interrupt source override), and GSI 16-23 are IOAPIC-only.
+ */
 static int vm_setup_irq_routing(struct vm *vm)
 {
-	struct kvm_irq_routing *r;
-	unsigned int n = 0, gsi;
-	int ret;
+	struct kvm_irq_routing_entry *e;
+	unsigned int gsi;
 
-	r = calloc(1, sizeof(*r) + 40 * sizeof(struct kvm_irq_routing_entry));
-	if (!r)
-		return -ENOMEM;
+	pthread_mutex_init(&vm->routes_lock, NULL);
+	vm->next_msi_gsi = 24;
 	for (gsi = 0; gsi < 16; gsi++) {
 		if (gsi == 2)
 			continue; /* cascade */
-		r->entries[n].gsi = gsi;
-		r->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		r->entries[n].u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER :
-							    KVM_IRQCHIP_PIC_SLAVE;
-		r->entries[n].u.irqchip.pin = gsi % 8;
-		n++;
+		e = vm_route_add(vm);
+		if (!e)
+			return -ENOMEM;
+		e->gsi = gsi;
+		e->type = KVM_IRQ_ROUTING_IRQCHIP;
+		e->u.irqchip.irqchip = gsi < 8 ? KVM_IRQCHIP_PIC_MASTER : KVM_IRQCHIP_PIC_SLAVE;
+		e->u.irqchip.pin = gsi % 8;
 	}
 	for (gsi = 0; gsi < 24; gsi++) {
 		if (gsi == 2)
 			continue;
-		r->entries[n].gsi = gsi;
-		r->entries[n].type = KVM_IRQ_ROUTING_IRQCHIP;
-		r->entries[n].u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
-		r->entries[n].u.irqchip.pin = gsi == 0 ? 2 : gsi;
-		n++;
+		e = vm_route_add(vm);
+		if (!e)
+			return -ENOMEM;
+		e->gsi = gsi;
+		e->type = KVM_IRQ_ROUTING_IRQCHIP;
+		e->u.irqchip.irqchip = KVM_IRQCHIP_IOAPIC;
+		e->u.irqchip.pin = gsi == 0 ? 2 : gsi;
 	}
-	r->nr = n;
-	ret = ioctl(vm->vm_fd, KVM_SET_GSI_ROUTING, r) < 0 ? -errno : 0;
-	free(r);
+	return vm_routes_commit(vm);
+}
+
+int vm_msi_route_set(struct vm *vm, int *gsi, uint32_t addr_lo, uint32_t addr_hi,
+		     uint32_t data)
+{
+	struct kvm_irq_routing_entry *e = NULL;
+	unsigned int i;
+	int ret;
+
+	pthread_mutex_lock(&vm->routes_lock);
+	if (*gsi >= 0) {
+		for (i = 0; i < vm->routes->nr; i++)
+			if (vm->routes->entries[i].gsi == (uint32_t)*gsi)
+				e = &vm->routes->entries[i];
+	}
+	if (!e) {
+		if (*gsi < 0) {
+			if (vm->next_msi_gsi >= vm_check_cap(vm, KVM_CAP_IRQ_ROUTING)) {
+				pthread_mutex_unlock(&vm->routes_lock);
+				return -ENOSPC;
+			}
+			*gsi = vm->next_msi_gsi++;
+		}
+		e = vm_route_add(vm);
+		if (!e) {
+			pthread_mutex_unlock(&vm->routes_lock);
+			return -ENOMEM;
+		}
+		e->gsi = *gsi;
+		e->type = KVM_IRQ_ROUTING_MSI;
+	}
+	e->u.msi.address_lo = addr_lo;
+	e->u.msi.address_hi = addr_hi;
+	e->u.msi.data = data;
+	ret = vm_routes_commit(vm);
+	pthread_mutex_unlock(&vm->routes_lock);
 	return ret;
+}
+
+void vm_msi_route_free(struct vm *vm, int gsi)
+{
+	struct kvm_irq_routing *r = vm->routes;
+	unsigned int i;
+
+	pthread_mutex_lock(&vm->routes_lock);
+	for (i = 0; r && i < r->nr; i++)
+		if (r->entries[i].gsi == (uint32_t)gsi && r->entries[i].type == KVM_IRQ_ROUTING_MSI) {
+			r->entries[i] = r->entries[--r->nr];
+			vm_routes_commit(vm);
+			break;
+		}
+	pthread_mutex_unlock(&vm->routes_lock);
 }
 
 static int vm_setup_memory(struct vm *vm, struct qerr *e)
@@ -206,14 +289,45 @@ static int vm_create_devices(struct vm *vm, struct qerr *e)
 {
 	int ret;
 
-	ret = serial_create(vm, SERIAL_COM1_BASE, SERIAL_COM1_IRQ, vm->cfg.console_in,
-			    vm->cfg.console_out, &vm->serial);
+	/* With hvc0 as the console the UART stays, unconnected (Linux probes it). */
+	ret = serial_create(vm, SERIAL_COM1_BASE, SERIAL_COM1_IRQ,
+			    vm->cfg.console_virtio ? -1 : vm->cfg.console_in,
+			    vm->cfg.console_virtio ? -1 : vm->cfg.console_out, &vm->serial);
 	if (!ret)
 		ret = i8042_create(vm);
 	if (!ret)
 		ret = acpi_pm_create(vm);
+	if (!ret)
+		ret = pci_bus_create(vm, &vm->pci);
+	if (!ret)
+		ret = vm_add_device(vm, &pci_bus_class, vm->pci);
 	if (ret)
 		return qerr_set(e, -ret, "cannot create platform devices: %s", strerror(-ret));
+	if (vm->cfg.rng) {
+		ret = virtio_rng_create(vm);
+		if (ret)
+			return qerr_set(e, -ret, "cannot create virtio-rng: %s", strerror(-ret));
+	}
+	for (unsigned int i = 0; i < vm->cfg.ndisks; i++) {
+		ret = virtio_blk_create(vm, &vm->cfg.disks[i], i, e);
+		if (ret)
+			return ret;
+	}
+	for (unsigned int i = 0; i < vm->cfg.nnets; i++) {
+		ret = virtio_net_create(vm, &vm->cfg.nets[i], i, e);
+		if (ret)
+			return ret;
+	}
+	if (vm->cfg.console_virtio) {
+		ret = virtio_console_create(vm, vm->cfg.console_out);
+		if (ret)
+			return qerr_set(e, -ret, "cannot create virtio-console: %s", strerror(-ret));
+	}
+	if (vm->cfg.balloon) {
+		ret = virtio_balloon_create(vm, !vm->cfg.balloon_no_reporting);
+		if (ret)
+			return qerr_set(e, -ret, "cannot create virtio-balloon: %s", strerror(-ret));
+	}
 	return 0;
 }
 
@@ -230,6 +344,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e)
 		return qerr_set(e, ENOMEM, "out of memory");
 	vm->cfg = *cfg;
 	vm->ncpus = cfg->ncpus;
+	vm->loop = cfg->loop;
 	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
 	vm->mem.memfd = -1;
 	bus_init(&vm->pio, "pio");
@@ -316,7 +431,9 @@ void vm_destroy(struct vm *vm)
 		free(d);
 	}
 	(void)next;
+	pci_bus_destroy(vm->pci);
 	mem_destroy(&vm->mem);
+	free(vm->routes);
 	bus_destroy(&vm->pio);
 	bus_destroy(&vm->mmio);
 	free(vm->supported_cpuid);
@@ -431,6 +548,49 @@ int vm_resume(struct vm *vm)
 		vcpu_request(vm->vcpus[i], VCPU_RUNNING);
 	vm->paused = false;
 	return 0;
+}
+
+bool vm_check_dead(struct vm *vm)
+{
+	bool all_dead = true;
+	unsigned int i;
+
+	/* Read last round's answers, then ask again. */
+	for (i = 0; i < vm->ncpus; i++) {
+		struct vcpu *v = vm->vcpus[i];
+		int seq = __atomic_load_n(&v->probe_seq, __ATOMIC_SEQ_CST);
+
+		if (seq == vm->probe_seq[i] || !v->probe_dead)
+			all_dead = false; /* no answer yet (busy in the guest), or alive */
+		vm->probe_seq[i] = seq;
+	}
+	vm->dead_rounds = all_dead ? vm->dead_rounds + 1 : 0;
+	if (vm->dead_rounds >= 2) {
+		struct vcpu *v = vm->vcpus[0];
+
+		log_msg("the guest stopped for good: every vCPU is halted with interrupts off "
+			"or waits for a SIPI (a kernel that failed to decompress, or 'halt')");
+		log_msg("  vcpu0: mp_state %u rip=%016llx rflags=%016llx", v->probe_mp_state,
+			(unsigned long long)v->probe_rip, (unsigned long long)v->probe_rflags);
+		return true;
+	}
+	for (i = 0; i < vm->ncpus; i++)
+		vcpu_probe(vm->vcpus[i]);
+	return false;
+}
+
+size_t vm_console_space(struct vm *vm)
+{
+	if (vm->vconsole)
+		return virtio_console_space(vm->vconsole);
+	return serial_rx_space(vm->serial);
+}
+
+size_t vm_console_push(struct vm *vm, const uint8_t *buf, size_t len)
+{
+	if (vm->vconsole)
+		return virtio_console_push_input(vm->vconsole, buf, len);
+	return serial_push_input(vm->serial, buf, len);
 }
 
 int vm_set_irq(struct vm *vm, unsigned int gsi, int level)

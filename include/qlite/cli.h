@@ -8,10 +8,13 @@
 #include "qlite/mem.h"
 #include "qlite/profile.h"
 #include "qlite/util.h"
+#include "qlite/virtio.h"
 #include "qlite/vpmu.h"
 
 #define CLI_DEFAULT_MEM (512 * MiB)
 #define CLI_MIN_MEM (16 * MiB)
+#define CLI_MAX_DISKS 8
+#define CLI_MAX_NETS 4
 
 struct run_options {
 	const char *kernel;
@@ -22,16 +25,28 @@ struct run_options {
 	unsigned int ncpus;
 	bool no_reboot;
 	bool console; /* false: --console none */
+	bool console_virtio; /* --console virtio */
 	bool help;
 	bool paused; /* -S */
 	const char *qmp;
 	const char *name;
+	bool rng;
+	bool balloon;
+	bool balloon_no_reporting;
+	struct disk_config disks[CLI_MAX_DISKS];
+	unsigned int ndisks;
+	char *disk_specs[CLI_MAX_DISKS]; /* copies the disks point into */
+	struct net_config nets[CLI_MAX_NETS];
+	unsigned int nnets;
+	char *net_specs[CLI_MAX_NETS];
 	struct vpmu_config pmu; /* --pmu */
 };
 
-/* `qlite status|pause|resume|powerdown|quit --qmp PATH [--json]` */
+/* `qlite status|pause|resume|powerdown|quit|events|qmp --qmp PATH [--json]` */
 struct client_options {
 	const char *command;
+	const char *execute; /* qlite qmp: the command */
+	const char *arguments; /* qlite qmp: JSON object text */
 	const char *qmp;
 	bool json;
 	bool help;
@@ -75,6 +90,12 @@ extern const char cli_client_usage[];
  */
 int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpus,
 		  struct run_options *o, struct qerr *e);
+/* Free what cli_parse_run allocated (the --disk copies). */
+void cli_run_options_free(struct run_options *o);
+/* "path=FILE[,readonly=on][,direct=on][,serial=S]" into @dc; @spec is modified. */
+int cli_parse_disk(char *spec, struct disk_config *dc, struct qerr *e);
+/* "tap=NAME|fd=N[,mac=52:54:00:12:34:56]" into @nc; @spec is modified. */
+int cli_parse_net(char *spec, struct net_config *nc, struct qerr *e);
 extern const char cli_run_usage[];
 extern const char cli_main_usage[];
 

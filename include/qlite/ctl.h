@@ -52,6 +52,7 @@ struct ctl {
 	bool console_throttled;
 	bool escape;
 	int signal_fd;
+	int liveness_fd; /* timerfd: the dead-guest check */
 	/* The guest profiler's session (or the last one's result) and its duration timer. */
 	struct profile *prof;
 	int prof_timer_fd;

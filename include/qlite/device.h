@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct qerr;
+
 /* One flat field of device state: bytes at @offset in the device struct. */
 struct state_field {
 	const char *name;
@@ -50,5 +52,16 @@ struct device {
 
 /* 0 if @cls declares its state (or statelessness), -EINVAL otherwise. */
 int device_class_check(const struct device_class *cls);
+
+/*
+ * A device's state as bytes: u32 version, u32 field count, then per field
+ * u16 name length, name, u32 size, the bytes. The device must be quiesced.
+ * Save: -ENOSPC if @len is too small (*@used then says how much is needed).
+ * Load treats @buf as hostile: every length is checked, names and sizes
+ * must match the description, post_load validates; on any failure the
+ * device keeps its previous state and @e names the field.
+ */
+int device_state_save(const struct device *d, uint8_t *buf, size_t len, size_t *used);
+int device_state_load(struct device *d, const uint8_t *buf, size_t len, struct qerr *e);
 
 #endif

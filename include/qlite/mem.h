@@ -12,6 +12,7 @@
 #define QLITE_MEM_H
 
 #include <stdint.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include "qlite/util.h"
 
@@ -40,6 +41,19 @@ struct guest_mem {
 	uint8_t *base; /* one mapping of the whole memfd */
 	unsigned int nr_regions;
 	struct mem_region regions[MEM_MAX_REGIONS];
+	/*
+	 * Pages the VMM itself wrote (device DMA, io_uring reads into guest
+	 * RAM), one bit per 4 KiB of the mapping: KVM's dirty log never sees
+	 * those writes, and migration/checkpointing must.
+	 */
+	unsigned long *dirty;
+	/*
+	 * Pages handed back to the host (balloon inflate, free page reporting):
+	 * their content was dropped then. The guest may write a reported page
+	 * again later, so consumers (checkpoint, migration) trust a bit only
+	 * together with dirty tracking since the discard.
+	 */
+	unsigned long *discarded;
 };
 
 /* Create the backing and mapping and lay regions out (no KVM involvement). */
@@ -53,6 +67,20 @@ void mem_destroy(struct guest_mem *m);
  * one RAM region; otherwise NULL. Overflow-safe: gpa and len are guest input.
  */
 void *mem_gpa_to_hva(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+/* Record that the VMM wrote [hva, hva+len) of guest RAM (thread-safe). */
+void mem_dirty_mark(struct guest_mem *m, const void *hva, size_t len);
+/* Test and clear one page's bit; @page is an index into the mapping. */
+bool mem_dirty_test_clear(struct guest_mem *m, uint64_t page);
+
+/*
+ * Give [gpa, gpa+len) back to the host (MADV_DONTNEED, or punching the
+ * memfd) and mark it discarded. Page-aligned, inside one RAM region.
+ */
+int mem_discard(struct guest_mem *m, uint64_t gpa, uint64_t len);
+/* The guest may use [gpa, gpa+len) again (balloon deflate). */
+void mem_undiscard(struct guest_mem *m, uint64_t gpa, uint64_t len);
+bool mem_page_discarded(const struct guest_mem *m, uint64_t page);
 
 int mem_read(const struct guest_mem *m, uint64_t gpa, void *buf, size_t len);
 int mem_write(const struct guest_mem *m, uint64_t gpa, const void *buf, size_t len);

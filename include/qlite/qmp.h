@@ -31,7 +31,10 @@ void qmp_event(struct qmp_server *s, const char *name, const char *data_json);
 /* True if the server was asked to wait for a client before the VM runs. */
 int qmp_server_wait_client(struct qmp_server *s);
 
-/* For tests and fuzzing: attach a connected fd as a client, feed it bytes. */
+/*
+ * For tests and fuzzing: attach a connected fd as a client (the fd stays the
+ * caller's to close), feed it bytes.
+ */
 struct qmp_client *qmp_client_attach(struct qmp_server *s, int fd);
 void qmp_client_feed(struct qmp_client *cl, const char *buf, size_t len);
 /* A server with no socket, for tests and fuzzing. */

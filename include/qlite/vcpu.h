@@ -46,6 +46,13 @@ struct vcpu {
 
 	/* Last exit left an I/O to be completed by the next KVM_RUN. */
 	bool io_pending;
+
+	/* Liveness probe: asked by the main loop, answered by the vCPU thread. */
+	int probe_req; /* atomic */
+	int probe_seq; /* atomic: answers so far */
+	bool probe_dead; /* halted with interrupts off, or waiting for SIPI */
+	uint32_t probe_mp_state;
+	uint64_t probe_rip, probe_rflags;
 	uint64_t exits;
 	uint64_t exit_counts[64];
 	uint64_t pauses; /* times the thread parked (vCPU thread only) */
@@ -73,6 +80,8 @@ void vcpu_kick(struct vcpu *v);
 /* Wait until the thread reached @state (or exited). */
 void vcpu_wait_state(struct vcpu *v, enum vcpu_state state);
 void vcpu_join(struct vcpu *v);
+/* Ask the thread to report its liveness (see vm_check_alive). */
+void vcpu_probe(struct vcpu *v);
 /* Registers, sregs and the last exit, to stderr. */
 void vcpu_dump(struct vcpu *v, const char *why);
 const char *vcpu_exit_name(uint32_t reason);

@@ -15,6 +15,13 @@
 struct vcpu;
 struct serial;
 struct acpi_pm;
+struct loop;
+struct pci_bus;
+struct virtio_balloon;
+struct virtio_console;
+struct vblk;
+struct disk_config;
+struct net_config;
 struct vpmu_config;
 
 #define VM_MAX_VCPUS 64
@@ -36,7 +43,16 @@ struct vm_config {
 	const char *initrd;
 	const char *cmdline;
 	bool no_reboot; /* a guest reset ends the VM instead of rebuilding it */
-	/* Console: where the UART reads and writes (-1: none). */
+	struct loop *loop; /* where devices register their fds */
+	bool rng; /* virtio-rng */
+	bool balloon; /* virtio-balloon */
+	bool balloon_no_reporting;
+	const struct disk_config *disks;
+	unsigned int ndisks;
+	const struct net_config *nets;
+	unsigned int nnets;
+	bool console_virtio; /* stdio on virtio-console (hvc0), not the UART */
+	/* Console: where the UART (or hvc0) reads and writes (-1: none). */
 	int console_in;
 	int console_out;
 	const struct vpmu_config *pmu; /* guest PMU (vpmu.h); NULL: off */
@@ -61,7 +77,20 @@ struct vm {
 	_Atomic int stop_reason;
 	int stop_efd;
 
+	pthread_mutex_t routes_lock;
+	struct kvm_irq_routing *routes; /* PC wiring + MSI routes */
+	unsigned int routes_cap;
+	int next_msi_gsi;
+
+	struct loop *loop; /* the controller's event loop (device fds) */
+	struct pci_bus *pci;
+	struct virtio_balloon *balloon;
+	struct virtio_console *vconsole;
+	struct vblk *disks;
+
 	bool paused;
+	unsigned int dead_rounds; /* consecutive probes that found the guest dead */
+	int probe_seq[VM_MAX_VCPUS];
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */
 };
 
@@ -82,7 +111,23 @@ void vm_stop_vcpus(struct vm *vm);
  */
 int vm_pause(struct vm *vm);
 int vm_resume(struct vm *vm);
+/*
+ * Liveness, called about once a second while running: true once every vCPU
+ * has twice in a row been found halted with interrupts off (or waiting for
+ * a SIPI): nothing can wake such a guest, so it is as good as crashed.
+ */
+bool vm_check_dead(struct vm *vm);
+/* Host console input to whichever device owns the console. */
+size_t vm_console_space(struct vm *vm);
+size_t vm_console_push(struct vm *vm, const uint8_t *buf, size_t len);
 /* Raise/lower an ISA/IOAPIC interrupt line. */
 int vm_set_irq(struct vm *vm, unsigned int gsi, int level);
+/*
+ * MSI routes (GSIs from 24 up). *gsi < 0 allocates one. The whole table is
+ * handed to KVM on each change (KVM_SET_GSI_ROUTING replaces it).
+ */
+int vm_msi_route_set(struct vm *vm, int *gsi, uint32_t addr_lo, uint32_t addr_hi,
+		     uint32_t data);
+void vm_msi_route_free(struct vm *vm, int gsi);
 
 #endif

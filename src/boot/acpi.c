@@ -5,6 +5,7 @@
 
 #include "qlite/boot.h"
 #include "qlite/devices.h"
+#include "qlite/pci.h"
 
 struct __attribute__((packed)) acpi_header {
 	char signature[4];
@@ -119,12 +120,125 @@ static struct acpi_gas gas_io(uint16_t port, uint8_t bits)
 }
 
 /* AML: Name (_S5, Package () { 5, 5, 0, 0 }) -- SLP_TYP for S5 is 5. */
-static const uint8_t dsdt_aml[] = {
+static const uint8_t aml_s5[] = {
 	0x08, '_', 'S', '5', '_', /* NameOp "_S5_" */
 	0x12, 0x08, 0x04, /* PackageOp, PkgLength 8, 4 elements */
 	0x0a, ACPI_S5_TYP, 0x0a, ACPI_S5_TYP, /* BytePrefix 5, BytePrefix 5 */
 	0x00, 0x00, /* Zero, Zero */
 };
+
+/*
+ * A tiny AML writer: enough for the PCI root bridge. Objects are built
+ * inner-first into a buffer and wrapped with their opcode and PkgLength.
+ */
+struct aml {
+	uint8_t b[1024];
+	size_t len;
+	bool overflow;
+};
+
+static void aml_put(struct aml *a, const void *src, size_t n)
+{
+	if (a->len + n > sizeof(a->b)) {
+		a->overflow = true;
+		return;
+	}
+	memcpy(a->b + a->len, src, n);
+	a->len += n;
+}
+
+static void aml_byte(struct aml *a, uint8_t v)
+{
+	aml_put(a, &v, 1);
+}
+
+/* PkgLength counts itself: 1 byte below 64, 2 bytes below 4096. */
+static void aml_wrap(struct aml *a, const uint8_t *op, size_t oplen, const struct aml *inner)
+{
+	size_t total = inner->len + 1;
+
+	aml_put(a, op, oplen);
+	if (total < 64) {
+		aml_byte(a, (uint8_t)total);
+	} else {
+		total = inner->len + 2;
+		aml_byte(a, 0x40 | (total & 0xf));
+		aml_byte(a, (uint8_t)(total >> 4));
+	}
+	aml_put(a, inner->b, inner->len);
+	a->overflow |= inner->overflow || total >= 4096;
+}
+
+static void aml_le(uint8_t *p, uint64_t v, unsigned int n)
+{
+	while (n--) {
+		*p++ = v & 0xff;
+		v >>= 8;
+	}
+}
+
+/* Word address space descriptor (bus number or I/O range), producer, fixed. */
+static void res_word(struct aml *a, uint8_t type, uint8_t tflags, uint16_t min, uint16_t max)
+{
+	uint8_t d[16] = { 0x88, 13, 0, type, 0x0c, tflags };
+
+	aml_le(d + 8, min, 2);
+	aml_le(d + 10, max, 2);
+	aml_le(d + 14, (uint32_t)max - min + 1, 2);
+	aml_put(a, d, sizeof(d));
+}
+
+/* DWord memory range, producer, fixed, read/write, non-cacheable. */
+static void res_dword_mem(struct aml *a, uint32_t min, uint32_t max)
+{
+	uint8_t d[26] = { 0x87, 23, 0, 0, 0x0c, 0x01 };
+
+	aml_le(d + 10, min, 4);
+	aml_le(d + 14, max, 4);
+	aml_le(d + 22, (uint64_t)max - min + 1, 4);
+	aml_put(a, d, sizeof(d));
+}
+
+/*
+ * Scope (\_SB) { Device (PCI0) { _HID PNP0A03, _UID 0, _CRS } }: Linux with
+ * ACPI finds PCI root bridges only this way. _CRS: bus 0, the config ports,
+ * the rest of I/O space, and the 32-bit MMIO window BARs are assigned from.
+ */
+static void aml_pci_root(struct aml *out)
+{
+	static const uint8_t hid[] = { 0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03 };
+	static const uint8_t uid[] = { 0x08, '_', 'U', 'I', 'D', 0x00 };
+	static const uint8_t cfg_io[] = { 0x47, 0x01, 0xf8, 0x0c, 0xf8, 0x0c, 0x01, 0x08 };
+	static const uint8_t end_tag[] = { 0x79, 0x00 };
+	static const uint8_t name_crs[] = { 0x08, '_', 'C', 'R', 'S' };
+	static const uint8_t buffer_op[] = { 0x11 };
+	static const uint8_t device_op[] = { 0x5b, 0x82 };
+	static const uint8_t scope_op[] = { 0x10 };
+	struct aml res = { 0 }, buf = { 0 }, dev = { 0 }, scope = { 0 };
+
+	res_word(&res, 2, 0, 0, 0); /* bus 0 */
+	aml_put(&res, cfg_io, sizeof(cfg_io));
+	res_word(&res, 1, 3, 0x0000, 0x0cf7);
+	res_word(&res, 1, 3, 0x0d00, 0xffff);
+	res_dword_mem(&res, PCI_MMIO_WINDOW_START, PCI_MMIO_WINDOW_END - 1);
+	aml_put(&res, end_tag, sizeof(end_tag));
+
+	/* Buffer (size) { descriptors } */
+	aml_byte(&buf, 0x0b); /* WordPrefix */
+	aml_byte(&buf, res.len & 0xff);
+	aml_byte(&buf, res.len >> 8);
+	aml_put(&buf, res.b, res.len);
+
+	aml_put(&dev, "PCI0", 4);
+	aml_put(&dev, hid, sizeof(hid));
+	aml_put(&dev, uid, sizeof(uid));
+	aml_put(&dev, name_crs, sizeof(name_crs));
+	aml_wrap(&dev, buffer_op, sizeof(buffer_op), &buf);
+
+	aml_put(&scope, "\\_SB_", 5);
+	aml_wrap(&scope, device_op, sizeof(device_op), &dev);
+	aml_wrap(out, scope_op, sizeof(scope_op), &scope);
+}
 
 struct acpi_builder {
 	uint8_t *buf;
@@ -146,12 +260,19 @@ static long acpi_alloc(struct acpi_builder *b, size_t size)
 
 static long acpi_build_dsdt(struct acpi_builder *b)
 {
-	size_t len = sizeof(struct acpi_header) + sizeof(dsdt_aml);
-	long off = acpi_alloc(b, len);
+	struct aml body = { 0 };
+	size_t len;
+	long off;
 
+	aml_put(&body, aml_s5, sizeof(aml_s5));
+	aml_pci_root(&body);
+	if (body.overflow)
+		return -ENOSPC;
+	len = sizeof(struct acpi_header) + body.len;
+	off = acpi_alloc(b, len);
 	if (off < 0)
 		return off;
-	memcpy(b->buf + off + sizeof(struct acpi_header), dsdt_aml, sizeof(dsdt_aml));
+	memcpy(b->buf + off + sizeof(struct acpi_header), body.b, body.len);
 	acpi_header_init((struct acpi_header *)(b->buf + off), "DSDT", len, 2);
 	return off;
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-/* `qlite status|pause|resume|powerdown|quit`, on a small QMP client. */
+/* `qlite status|pause|resume|powerdown|quit|events|qmp`, on a small QMP client. */
 #include <errno.h>
 #include <json-c/json.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,6 +227,20 @@ void qmp_conn_close(struct qmp_conn *c)
 	c->fd = -1;
 }
 
+/* Print events as JSON lines until the server goes away (the VM ended). */
+static int client_events(struct qmp_conn *c, struct qerr *e)
+{
+	for (;;) {
+		struct json_object *o = conn_read(c, -1, e);
+
+		if (!o)
+			return e->errnum == ECONNRESET ? 0 : -1;
+		printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		fflush(stdout);
+		json_object_put(o);
+	}
+}
+
 static const struct {
 	const char *verb, *qmp, *done;
 } verbs[] = {
@@ -234,14 +249,17 @@ static const struct {
 	{ "resume", "cont", "running" },
 	{ "powerdown", "system_powerdown", "power button pressed; the guest is shutting down" },
 	{ "quit", "quit", "stopped" },
+	{ "events", NULL, NULL },
+	{ "qmp", NULL, NULL },
 };
 
 int client_run(const struct client_options *o)
 {
 	struct qmp_conn *c = calloc(1, sizeof(*c));
-	struct json_object *reply = NULL, *v, *err;
+	struct json_object *reply = NULL, *v, *err, *args = NULL;
 	struct qerr e = { 0 };
 	const char *qmp = NULL, *done = NULL;
+	bool raw = !strcmp(o->command, "qmp");
 	unsigned int i;
 	int ret = 1;
 
@@ -253,12 +271,27 @@ int client_run(const struct client_options *o)
 			qmp = verbs[i].qmp;
 			done = verbs[i].done;
 		}
-	if (!qmp || qmp_conn_open(c, o->qmp, &e))
+	if (raw) {
+		qmp = o->execute;
+		if (o->arguments) {
+			args = json_tokener_parse(o->arguments);
+			if (!args || !json_object_is_type(args, json_type_object)) {
+				qerr_set(&e, EINVAL, "arguments must be a JSON object: %s",
+					 o->arguments);
+				goto out;
+			}
+		}
+	}
+	if (qmp_conn_open(c, o->qmp, &e))
 		goto out;
-	reply = conn_execute_raw(c, qmp, NULL, &e);
+	if (!qmp) { /* events */
+		ret = client_events(c, &e) ? 1 : 0;
+		goto out;
+	}
+	reply = conn_execute_raw(c, qmp, args, &e);
 	if (!reply)
 		goto out;
-	if (o->json) {
+	if (o->json || raw) {
 		json_object_object_del(reply, "id");
 		printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
 	}
@@ -269,7 +302,7 @@ int client_run(const struct client_options *o)
 		qerr_set(&e, EIO, "%s", desc ? json_object_get_string(desc) : "error");
 		goto out;
 	}
-	if (!o->json) {
+	if (!o->json && !raw) {
 		if (done) {
 			printf("%s\n", done);
 		} else {
@@ -285,6 +318,7 @@ out:
 	if (ret && e.msg[0])
 		fprintf(stderr, "qlite %s: %s\n", o->command, e.msg);
 	json_object_put(reply);
+	json_object_put(args);
 	qmp_conn_close(c);
 	free(c);
 	return ret;

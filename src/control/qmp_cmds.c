@@ -7,6 +7,7 @@
 #include "qlite/ctl.h"
 #include "qlite/profile.h"
 #include "qlite/vcpu.h"
+#include "qlite/virtio.h"
 #include "qmp_internal.h"
 
 static int need_vm(struct ctl *c, struct qerr *e)
@@ -130,11 +131,66 @@ static int cmd_query_cpus_fast(struct ctl *c, struct json_object *args,
 	return 0;
 }
 
-/* No block devices exist yet (virtio-blk is its own work item): empty lists. */
-static int cmd_empty_list(struct ctl *c, struct json_object *args, struct json_object **ret,
-			  struct qerr *e)
+/* QEMU's BlockInfo for each virtio-blk disk. */
+static int cmd_query_block(struct ctl *c, struct json_object *args, struct json_object **ret,
+			   struct qerr *e)
 {
-	*ret = json_object_new_array();
+	struct json_object *list = json_object_new_array();
+	struct blk_disk_info di;
+	struct vblk *b = NULL;
+
+	while (c->vm && (b = virtio_blk_next(c->vm, b, &di))) {
+		struct json_object *o = json_object_new_object(), *ins = json_object_new_object();
+
+		json_object_object_add(o, "device", json_object_new_string(di.name));
+		json_object_object_add(o, "qdev", json_object_new_string(di.name));
+		json_object_object_add(o, "type", json_object_new_string("unknown"));
+		json_object_object_add(o, "removable", json_object_new_boolean(false));
+		json_object_object_add(o, "locked", json_object_new_boolean(false));
+		json_object_object_add(ins, "file", json_object_new_string(di.path));
+		json_object_object_add(ins, "ro", json_object_new_boolean(di.readonly));
+		json_object_object_add(ins, "drv", json_object_new_string("raw"));
+		json_object_object_add(ins, "encrypted", json_object_new_boolean(false));
+		json_object_object_add(ins, "image", json_object_new_object());
+		json_object_object_add(json_object_object_get(ins, "image"), "virtual-size",
+				       json_object_new_int64((int64_t)di.size));
+		json_object_object_add(json_object_object_get(ins, "image"), "filename",
+				       json_object_new_string(di.path));
+		json_object_object_add(json_object_object_get(ins, "image"), "format",
+				       json_object_new_string("raw"));
+		json_object_object_add(o, "inserted", ins);
+		json_object_array_add(list, o);
+	}
+	*ret = list;
+	return 0;
+}
+
+/* QEMU's BlockStats (the counters qlite keeps) for each disk. */
+static int cmd_query_blockstats(struct ctl *c, struct json_object *args,
+				struct json_object **ret, struct qerr *e)
+{
+	struct json_object *list = json_object_new_array();
+	struct blk_disk_info di;
+	struct vblk *b = NULL;
+
+	while (c->vm && (b = virtio_blk_next(c->vm, b, &di))) {
+		struct json_object *o = json_object_new_object(), *st = json_object_new_object();
+
+		json_object_object_add(o, "device", json_object_new_string(di.name));
+		json_object_object_add(o, "qdev", json_object_new_string(di.name));
+		json_object_object_add(st, "rd_bytes", json_object_new_int64(di.stats.rd_bytes));
+		json_object_object_add(st, "wr_bytes", json_object_new_int64(di.stats.wr_bytes));
+		json_object_object_add(st, "rd_operations", json_object_new_int64(di.stats.rd_ops));
+		json_object_object_add(st, "wr_operations", json_object_new_int64(di.stats.wr_ops));
+		json_object_object_add(st, "flush_operations",
+				       json_object_new_int64(di.stats.flush_ops));
+		json_object_object_add(st, "failed_rd_operations", json_object_new_int64(0));
+		json_object_object_add(st, "x-failed-operations",
+				       json_object_new_int64(di.stats.failed_ops));
+		json_object_object_add(o, "stats", st);
+		json_object_array_add(list, o);
+	}
+	*ret = list;
 	return 0;
 }
 
@@ -148,6 +204,60 @@ static int cmd_query_kvm(struct ctl *c, struct json_object *args, struct json_ob
 	*ret = o;
 	return 0;
 }
+
+static int cmd_balloon(struct ctl *c, struct json_object *args, struct json_object **ret,
+		       struct qerr *e)
+{
+	struct json_object *v;
+	int64_t bytes;
+
+	if (need_vm(c, e))
+		return -ENODEV;
+	json_object_object_get_ex(args, "value", &v);
+	bytes = json_object_get_int64(v);
+	if (bytes <= 0)
+		return qerr_set(e, EINVAL, "Parameter 'value' expects a size greater than 0");
+	if (virtio_balloon_set_target(c->vm, (uint64_t)bytes))
+		return qerr_set(e, ENODEV, "No balloon device has been activated");
+	return 0;
+}
+
+static const char *const stat_names[BALLOON_STAT_MAX] = {
+	"stat-swap-in",	     "stat-swap-out",	      "stat-major-faults",
+	"stat-minor-faults", "stat-free-memory",      "stat-total-memory",
+	"stat-available-memory", "stat-disk-caches", "stat-htlb-pgalloc",
+	"stat-htlb-pgfail",
+};
+
+static int cmd_query_balloon(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	struct balloon_stats st;
+	struct json_object *o, *stats;
+	uint64_t actual;
+	unsigned int i;
+
+	if (need_vm(c, e))
+		return -ENODEV;
+	if (virtio_balloon_query(c->vm, &actual, &st))
+		return qerr_set(e, ENODEV, "No balloon device has been activated");
+	o = json_object_new_object();
+	json_object_object_add(o, "actual", json_object_new_int64((int64_t)actual));
+	/* QEMU's guest-stats names; only what the driver reported so far. */
+	stats = json_object_new_object();
+	for (i = 0; i < BALLOON_STAT_MAX; i++)
+		if (st.valid & (1u << i))
+			json_object_object_add(stats, stat_names[i],
+					       json_object_new_int64((int64_t)st.val[i]));
+	json_object_object_add(o, "x-guest-stats", stats);
+	*ret = o;
+	return 0;
+}
+
+static const struct qmp_arg args_balloon[] = {
+	{ "value", QMP_ARG_INT, true },
+	{ NULL },
+};
 
 /*
  * Guest profiler (qlite extension; docs/profiling.md). profile-start takes
@@ -241,9 +351,11 @@ static const struct qmp_command commands[] = {
 	{ "system_reset", cmd_need_vm, after_reset },
 	{ "quit", cmd_quit, after_quit },
 	{ "query-cpus-fast", cmd_query_cpus_fast },
-	{ "query-block", cmd_empty_list, NULL, args_query_block },
-	{ "query-blockstats", cmd_empty_list, NULL, args_query_blockstats },
+	{ "query-block", cmd_query_block, NULL, args_query_block },
+	{ "query-blockstats", cmd_query_blockstats, NULL, args_query_blockstats },
 	{ "query-kvm", cmd_query_kvm },
+	{ "balloon", cmd_balloon, NULL, args_balloon },
+	{ "query-balloon", cmd_query_balloon },
 	{ "profile-start", cmd_profile_start, NULL, args_profile_start },
 	{ "profile-stop", cmd_profile_stop },
 	{ "query-profile", cmd_query_profile },

@@ -36,11 +36,22 @@ static const struct state_field acpi_pm_fields[] = {
 	STATE_FIELD(struct acpi_pm, sci_level),
 };
 
+static int acpi_pm_post_load(void *opaque)
+{
+	struct acpi_pm *pm = opaque;
+
+	if (pm->sci_level > 1)
+		return -EINVAL;
+	vm_set_irq(pm->vm, ACPI_SCI_IRQ, pm->sci_level);
+	return 0;
+}
+
 static const struct state_desc acpi_pm_state = {
 	.name = "acpi-pm",
 	.version = 1,
 	.fields = acpi_pm_fields,
 	.nr_fields = ARRAY_SIZE(acpi_pm_fields),
+	.post_load = acpi_pm_post_load,
 };
 
 static void acpi_pm_update_sci(struct acpi_pm *pm)

@@ -81,8 +81,10 @@ static int serial_post_load(void *opaque)
 {
 	struct serial *s = opaque;
 
-	if (s->rx_head >= SERIAL_RX_SIZE || s->rx_count > SERIAL_RX_SIZE)
+	if (s->rx_head >= SERIAL_RX_SIZE || s->rx_count > SERIAL_RX_SIZE || s->irq_level > 1 ||
+	    s->iir_thri > 1)
 		return -EINVAL;
+	vm_set_irq(s->vm, s->irq, s->irq_level);
 	return 0;
 }
 

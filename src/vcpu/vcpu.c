@@ -304,6 +304,34 @@ static void vcpu_complete_io(struct vcpu *v)
 	v->io_pending = false;
 }
 
+void vcpu_probe(struct vcpu *v)
+{
+	__atomic_store_n(&v->probe_req, 1, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+	if (v->thread_started)
+		pthread_kill(v->thread, VCPU_KICK_SIGNAL);
+}
+
+/* On the vCPU thread, out of KVM_RUN: can anything ever wake this vCPU? */
+static void vcpu_answer_probe(struct vcpu *v)
+{
+	struct kvm_mp_state mp = { 0 };
+	struct kvm_regs r;
+
+	if (!__atomic_exchange_n(&v->probe_req, 0, __ATOMIC_SEQ_CST))
+		return;
+	if (ioctl(v->fd, KVM_GET_MP_STATE, &mp) < 0 || ioctl(v->fd, KVM_GET_REGS, &r) < 0)
+		return;
+	v->probe_mp_state = mp.mp_state;
+	v->probe_rip = r.rip;
+	v->probe_rflags = r.rflags;
+	/* HLT with IF=0 waits for an NMI/INIT nobody sends; an AP waits for SIPI. */
+	v->probe_dead = (mp.mp_state == KVM_MP_STATE_HALTED && !(r.rflags & 0x200)) ||
+			mp.mp_state == KVM_MP_STATE_UNINITIALIZED ||
+			mp.mp_state == KVM_MP_STATE_INIT_RECEIVED;
+	__atomic_fetch_add(&v->probe_seq, 1, __ATOMIC_SEQ_CST);
+}
+
 static void *vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
@@ -359,6 +387,7 @@ static void *vcpu_thread(void *arg)
 				/* Kicked: the pending I/O (if any) is now done. */
 				v->io_pending = false;
 				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+				vcpu_answer_probe(v);
 				continue;
 			}
 			log_msg("vcpu%u: KVM_RUN failed: %s", v->id, strerror(errno));

@@ -26,10 +26,13 @@ if [[ ${QLITE_TESTHOST:-0} != 1 ]]; then
     build=${QLITE_BUILD:-$root/build}
     ninja -C "$build" src/qlite tests/kvm/kvm-profile tests/kvm/guest.elf >/dev/null
     rounds=${BENCH_ROUNDS:-6} window=${BENCH_WINDOW:-5} acc=${BENCH_ACC_WINDOWS:-4}
+    kvm_profile=$(realpath "$build/tests/kvm/kvm-profile")
+    guest_elf=$(realpath "$build/tests/kvm/guest.elf")
     # shellcheck disable=SC2086
     exec "$root/tests/testhost/run.sh" --qlite "$build/src/qlite" \
         --timeout $((240 + rounds * 5 * (window + 4) + acc * 2 * 8)) \
-        --add "$build/tests/kvm/kvm-profile" --add "$build/tests/kvm/guest.elf" \
+        --bin "$kvm_profile" --bin "$guest_elf" \
+        --env BENCH_KVM_PROFILE="$kvm_profile" --env BENCH_GUEST_ELF="$guest_elf" \
         --env BENCH_ROUNDS="$rounds" --env BENCH_WINDOW="$window" --env BENCH_ACC_WINDOWS="$acc" \
         ${QLITE_TESTHOST_ARGS:-} "$0" "$@"
 fi
@@ -135,7 +138,7 @@ done
 
 echo
 echo "==== attribution accuracy: the known-split guest in nested KVM"
-QLITE_TEST_GUEST=/qlite/ext/guest.elf /qlite/ext/kvm-profile --bench "$acc_windows" |
+QLITE_TEST_GUEST=$BENCH_GUEST_ELF "$BENCH_KVM_PROFILE" --bench "$acc_windows" |
     sed -n '/^==== attribution/,$p'
 echo
 echo "reproduce: BENCH_ROUNDS=$rounds BENCH_WINDOW=$window BENCH_ACC_WINDOWS=$acc_windows tests/bench/profile.sh"

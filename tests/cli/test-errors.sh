@@ -89,6 +89,18 @@ if [[ -w /dev/kvm ]]; then
     expect "client: no --qmp" 1 "--qmp PATH is required" -- "$qlite" status
     expect "client: nothing listening" 1 "cannot connect to" -- \
         "$qlite" status --qmp "$tmp/nobody.sock"
+    expect "--disk missing file" 1 "$tmp/nodisk" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --disk "path=$tmp/nodisk"
+    expect "--disk is a directory" 1 "is a directory" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --disk "path=$tmp"
+    expect "--disk empty file" 1 "empty" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --disk "path=$tmp/empty"
+    expect "--disk without path" 1 "needs path=FILE" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --disk readonly=on
+    expect "--disk unknown key" 1 "unknown option 'cache'" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --disk "path=$tmp/ok.bz,cache=none"
+    expect "--disk bad on/off" 1 "expected on or off" -- \
+        "$qlite" run --kernel "$tmp/ok.bz" --mem 64M --disk "path=$tmp/ok.bz,readonly=maybe"
     # Without /dev/kvm: a private mount namespace with an empty /dev.
     if unshare -m true 2>/dev/null; then
         expect "no /dev/kvm" 1 "/dev/kvm does not exist" -- \

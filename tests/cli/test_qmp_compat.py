@@ -111,6 +111,7 @@ def main():
         time.sleep(0.05)
     try:
         run(qlite, vm, sock, kernel)
+        inherited_fd(qlite, kernel, tmp)
     finally:
         if vm.poll() is None:
             vm.kill()
@@ -224,6 +225,16 @@ def run(qlite, vm, sock, kernel):
     check("a second VM on the same socket path is refused",
           dup.returncode == 1 and "already exists" in dup.stderr, dup.stderr)
 
+    out = subprocess.run([qlite, "qmp", "--qmp", sock, "query-blockstats",
+                          '{"query-nodes": false}'], capture_output=True, text=True)
+    check("qlite qmp CMD ARGS prints the reply",
+          out.returncode == 0 and json.loads(out.stdout or "{}") == {"return": []}, out.stdout)
+    out = subprocess.run([qlite, "qmp", "--qmp", sock, "query-status", "[1]"],
+                         capture_output=True, text=True)
+    check("qlite qmp with non-object arguments fails cleanly",
+          out.returncode == 1 and "JSON object" in out.stderr, out.stderr)
+    events = subprocess.Popen([qlite, "events", "--qmp", sock], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
     check("quit", a.cmd("quit") == {"return": {}})
     e = a.wait_event("SHUTDOWN")
     check("SHUTDOWN event: host-qmp-quit",
@@ -234,8 +245,42 @@ def run(qlite, vm, sock, kernel):
         rc = None
     check("qlite exits 0 after quit", rc == 0, f"rc={rc} stderr={vm.stderr.read()[:300]}")
     check("the socket file is removed", not os.path.exists(sock))
+    try:
+        ev_out, _ = events.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        events.kill()
+        ev_out = ""
+    check("qlite events printed SHUTDOWN and ended with the VM",
+          events.returncode == 0 and '"event":"SHUTDOWN"' in ev_out, ev_out[:300])
     a.close()
     b.close()
+
+
+def inherited_fd(qlite, kernel, tmp):
+    """libvirt's way: a listening socket created by the manager, passed as fd."""
+    path = os.path.join(tmp, "libvirt-style.sock")
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    lsock.bind(path)
+    lsock.listen(1)
+    fd = lsock.fileno()
+    vm = subprocess.Popen([qlite, "run", "--kernel", kernel, "--mem", "64M", "-S",
+                           "--qmp", f"fd:{fd}", "--console", "none"],
+                          pass_fds=[fd], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lsock.close()
+    try:
+        c = Client(path)
+        g = c.reply()
+        check("fd:N: greeting on an inherited listening socket", "QMP" in g, str(g))
+        c.cmd("qmp_capabilities")
+        r = c.cmd("query-status")
+        check("fd:N: query-status", r.get("return", {}).get("status") == "prelaunch", str(r))
+        check("fd:N: quit", c.cmd("quit") == {"return": {}})
+        check("fd:N: exit 0", vm.wait(timeout=20) == 0)
+        c.close()
+    finally:
+        if vm.poll() is None:
+            vm.kill()
 
 
 if __name__ == "__main__":

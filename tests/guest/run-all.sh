@@ -11,7 +11,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
 if [[ ${QLITE_TESTHOST:-0} != 1 ]]; then
-    runner=(--timeout 900)
+    # The data disk for test-disk.sh (64 MiB, copied into the test host).
+    runner=(--timeout 900 --guest-file data.img --guest-file data.sha256)
     if [[ ${1:-} == --qemu ]]; then
         shift
         runner+=(--with-qemu --env QLITE_GUEST_VMM=qemu)

@@ -55,4 +55,22 @@ check "reboot: the guest booted a second time (boots: $boots)" test "$boots" -ge
 check "reboot: SIGTERM stops qlite with status 0 (got $VM_RC)" test "$VM_RC" = 0
 check "reboot: qlite reports the signal" grep -q "terminating on signal 15" "$VM_LOG"
 vm_dump_on_failure "$f0"
+# A kernel whose compressed payload is corrupt behind a valid header: the
+# guest's decompressor fails (or the result crashes); either way qlite must
+# end with status 2 and a diagnostic, not hang.
+f0=$n_fail
+bad=/tmp/vmlinuz-corrupt
+cp "$GUEST_KERNEL" "$bad"
+dd if=/dev/urandom of="$bad" bs=4096 seek=512 count=64 conv=notrunc 2>/dev/null
+VM_LOG=/tmp/$test_name-corrupt.log
+echo "---- $test_name: corrupt kernel payload"
+set +e
+timeout -k 5 "$VM_TIMEOUT" "$QLITE" run --kernel "$bad" --initrd "$GUEST_INITRD" --mem 256M \
+    --cmdline "$GUEST_BASE_CMDLINE" </dev/null >"$VM_LOG" 2>&1
+VM_RC=$?
+set -e
+check "corrupt kernel: qlite ends with status 2 (got $VM_RC)" test "$VM_RC" = 2
+check "corrupt kernel: a diagnostic says why" \
+    grep -qE "stopped for good|triple-faulted|internal error|crashed" "$VM_LOG"
+vm_dump_on_failure "$f0"
 finish

@@ -382,6 +382,12 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 	case GT_COUNT_FOREVER:
 		for (;;)
 			shared[cpu]++;
+	case GT_HALT_DEAD:
+		for (;;)
+			__asm__ volatile("cli; hlt");
+	case GT_HALT_IDLE:
+		for (;;)
+			__asm__ volatile("sti; hlt");
 	case GT_PROFILE_SPLIT:
 		test_profile_split(shared);
 		break;

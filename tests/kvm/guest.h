@@ -17,6 +17,8 @@ enum guest_test {
 	GT_SMP,
 	GT_TRIPLE_FAULT,
 	GT_COUNT_FOREVER,
+	GT_HALT_DEAD, /* cli; hlt: nothing can wake it */
+	GT_HALT_IDLE, /* sti; hlt on vCPU 0: idle, not dead */
 	GT_PROFILE_SPLIT, /* known 70/30 split between two functions, plus halted time */
 	GT_EXIT_LOOP, /* shared[EXIT_LOOP_COUNT] PIO exits to the test device */
 };

@@ -155,6 +155,7 @@ int ktest_start(struct ktest *t, enum guest_test test)
 	int ret;
 
 	t->test = test;
+	cfg.vm = t->devices;
 	cfg.vm.mem_size = t->mem;
 	cfg.vm.ncpus = t->ncpus;
 	cfg.vm.console_in = t->in_pipe[0];
@@ -203,10 +204,13 @@ static void *watchdog_thread(void *arg)
 
 enum vm_stop_reason ktest_run(struct ktest *t, unsigned int watchdog_s)
 {
-	struct watchdog w = { .vm = t->ctl->vm, .seconds = watchdog_s };
+	struct watchdog w = { .seconds = watchdog_s };
 	enum vm_stop_reason why;
 	pthread_t th;
 
+	if (!t->ctl)
+		return VM_STOP_ERROR; /* ktest_start failed: nothing to run */
+	w.vm = t->ctl->vm;
 	/* A hang guard, not a timing assertion. */
 	pthread_mutex_init(&w.lock, NULL);
 	pthread_cond_init(&w.cond, NULL);

@@ -19,6 +19,7 @@ struct ktest {
 	uint64_t mem;
 	enum guest_test test;
 	const char *qmp; /* optional QMP socket spec */
+	struct vm_config devices; /* extra devices: rng, balloon, disks, nets, ... */
 	bool paused; /* -S */
 	int in_pipe[2]; /* test -> guest console */
 	int out_pipe[2]; /* guest console -> test */

@@ -4,8 +4,8 @@
 # boot through real (nested) KVM. See tests/testhost/README.md.
 #
 # usage: tests/testhost/run.sh [--qlite PATH] [--with-qemu] [--timeout SEC]
-#            [--smp N] [--mem MB] [--env NAME=VALUE]... [--add FILE]...
-#            SCRIPT [ARGS...]
+#            [--smp N] [--mem MB] [--env NAME=VALUE]... [--bin PATH]...
+#            [--guest-file NAME]... SCRIPT [ARGS...]
 # Exit status: SCRIPT's, read from the "TESTHOST-EXIT: <rc>" console line;
 # 124 on timeout, 125 if KVM did not come up, 126 if the line is missing.
 set -euo pipefail
@@ -24,7 +24,8 @@ timeout_s=600
 smp=1
 mem=2048
 envs=()
-adds=()
+bins=()
+guest_files=()
 while [[ $# -gt 0 ]]; do
     case $1 in
     --qlite) qlite=$2; qlite_explicit=1; shift 2 ;;
@@ -33,7 +34,8 @@ while [[ $# -gt 0 ]]; do
     --smp) smp=$2; shift 2 ;;
     --mem) mem=$2; shift 2 ;;
     --env) [[ $2 == [A-Za-z_]*=* ]] || die "--env wants NAME=VALUE"; envs+=("$2"); shift 2 ;;
-    --add) [[ -f $2 ]] || die "--add $2: no such file"; adds+=("$2"); shift 2 ;;
+    --bin) bins+=("$2"); shift 2 ;;
+    --guest-file) guest_files+=("$2"); shift 2 ;;
     -h|--help) usage ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
@@ -52,8 +54,10 @@ QLITE_GUEST_DIR=$guest "$root/guest-images/build.sh"
 kver=$(cat "$guest/VERSION")
 kdir=$(fetch_kernel "$kver")
 bb=$(fetch_busybox)
-# kvm + kvm-amd + irqbypass for KVM; tun/veth/bridge for networking tests.
-host_modules=(irqbypass kvm kvm_amd tun veth bridge)
+# kvm + kvm-amd + irqbypass for KVM; tun/veth/bridge for networking tests;
+# loop (mount -o loop a guest disk) and brd (RAM block devices: an O_DIRECT
+# capable filesystem for disk images, which the test host's tmpfs is not).
+host_modules=(irqbypass kvm kvm_amd tun veth bridge loop brd)
 
 # --- base archive: busybox, bash, modules, /init (cached) -------------------
 base_stamp=$(printf '%s\n' "$kver" "$bb" "${host_modules[*]}" "$(sha256sum "$(command -v bash)")" |
@@ -77,22 +81,27 @@ if [[ ! -s $base ]]; then
 fi
 parts=("$base")
 
-# --- QEMU archive (cached): binary, libs, microvm firmware ------------------
+# --- QEMU archive (cached): binary, libs, firmware ----------------------------
 if [[ $with_qemu == 1 ]]; then
     qemu_bin=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not installed"
     qemu_bin=$(realpath "$qemu_bin")
-    # -M microvm -kernel needs qboot (bios-microvm.bin) and the linuxboot option ROM.
-    fw_dir=/usr/share/qemu
-    fw_files="bios-microvm.bin linuxboot_dma.bin linuxboot.bin pvh.bin"
-    qstamp=$( { ls -lL "$qemu_bin"; for f in $fw_files; do ls -lL "$fw_dir/$f"; done; } | sha256sum | cut -c1-16)
+    # -M microvm -kernel needs qboot (bios-microvm.bin) and the linuxboot option
+    # ROM; -M q35/pc (PCI devices, as the benchmarks use) SeaBIOS and kvmvapic.
+    # QEMU looks for them beside its binary: ../share/qemu, ../share/seabios.
+    fw_files=(/usr/share/qemu/{bios-microvm.bin,linuxboot_dma.bin,linuxboot.bin,pvh.bin,kvmvapic.bin}
+        /usr/share/seabios/bios-256k.bin)
+    qstamp=$( { ls -lL "$qemu_bin" "${fw_files[@]}"; } | sha256sum | cut -c1-16)
     qarch=$out/qemu-$qstamp.cpio
     if [[ ! -s $qarch ]]; then
         log "building test host QEMU archive"
         rm -f "$out"/qemu-*.cpio
         stage=$out/.qemu-root
-        rm -rf "$stage"; mkdir -p "$stage$fw_dir"
+        rm -rf "$stage"
         install_elf "$qemu_bin" "$stage" /usr/bin/qemu-system-x86_64
-        for f in $fw_files; do cp -L "$fw_dir/$f" "$stage$fw_dir/$f"; done
+        for f in "${fw_files[@]}"; do
+            mkdir -p "$stage${f%/*}"
+            cp -L "$f" "$stage$f"
+        done
         # make_cpio's dev-node prefix is harmless when repeated.
         make_cpio "$stage" "$qarch"
         rm -rf "$stage"
@@ -111,12 +120,18 @@ else
     log "note: $qlite not built; the test host has no /usr/bin/qlite"
 fi
 cp "$guest"/{vmlinuz,initrd.img,System.map,VERSION} "$stage/guest/"
+# Further guest-image files on request (the 64 MiB data disk, the bench initrd).
+for f in "${guest_files[@]}"; do
+    [[ -f $guest/$f ]] || die "--guest-file: no $guest/$f (guest-images/build.sh [--bench] builds it)"
+    cp "$guest/$f" "$stage/guest/"
+done
+# Host binaries for scripts (iperf3, mke2fs, ...) with their libraries.
+for b in "${bins[@]}"; do
+    p=$(command -v "$b") || die "--bin: $b not found on this host"
+    install_elf "$(realpath "$p")" "$stage" "$p"
+done
 for d in guest bench; do
     [[ -d $root/tests/$d ]] && cp -a "$root/tests/$d" "$stage/qlite/tests/"
-done
-# Extra files (e.g. a test binary and its guest) in /qlite/ext, with their libraries.
-for f in "${adds[@]}"; do
-    install_elf "$(realpath "$f")" "$stage" "/qlite/ext/${f##*/}"
 done
 # Keep repo-relative paths so scripts can find their siblings; others go to ext/.
 case $script in

@@ -71,6 +71,26 @@ static void test_anon_has_no_fd(void **state)
 	assert_non_null(m->base);
 }
 
+static void test_dirty_bitmap(void **state)
+{
+	struct guest_mem *m = &((struct fixture *)*state)->m;
+	uint8_t *p = mem_gpa_to_hva(m, 0x5000, 1);
+
+	assert_false(mem_dirty_test_clear(m, 5));
+	/* 2 bytes straddling pages 5 and 6. */
+	mem_dirty_mark(m, p + 4095, 2);
+	assert_false(mem_dirty_test_clear(m, 4));
+	assert_true(mem_dirty_test_clear(m, 5));
+	assert_false(mem_dirty_test_clear(m, 5)); /* cleared */
+	assert_true(mem_dirty_test_clear(m, 6));
+	assert_false(mem_dirty_test_clear(m, 7));
+	/* Outside the mapping, or past its end: ignored, never out of bounds. */
+	mem_dirty_mark(m, (uint8_t *)m->base - 4096, 8192);
+	mem_dirty_mark(m, m->base + m->ram_size - 1, 1 << 20);
+	assert_true(mem_dirty_test_clear(m, m->ram_size / 4096 - 1));
+	assert_false(mem_dirty_test_clear(m, m->ram_size / 4096));
+}
+
 static void test_backend_parse(void **state)
 {
 	enum mem_backend b;
@@ -291,6 +311,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gpa_big_hole, setup_big_anon, teardown),
 		cmocka_unit_test_setup_teardown(test_read_write, setup_small_anon, teardown),
 		cmocka_unit_test(test_backend_parse),
+		cmocka_unit_test_setup_teardown(test_dirty_bitmap, setup_small_anon, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

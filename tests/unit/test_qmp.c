@@ -27,6 +27,7 @@ struct fx {
 	struct ctl ctl;
 	struct qmp_server *srv;
 	struct qmp_client *cl;
+	int fd;
 	int peer;
 	char buf[1 << 16];
 	size_t len;
@@ -45,6 +46,7 @@ static int setup(void **state)
 		return -1;
 	f->ctl.qmp = f->srv;
 	f->cl = qmp_client_attach(f->srv, sv[0]);
+	f->fd = sv[0];
 	f->peer = sv[1];
 	*state = f;
 	return f->cl ? 0 : -1;
@@ -55,6 +57,7 @@ static int teardown(void **state)
 	struct fx *f = *state;
 
 	qmp_server_destroy(f->srv); /* frees the client; ASan checks for leaks */
+	close(f->fd);
 	close(f->peer);
 	free(f);
 	return 0;

@@ -16,6 +16,7 @@ VM_LOG=
 VM_RC=
 VM_SECS=
 QLITE_ARGS=()
+QEMU_ARGS=()
 
 pass() { echo "PASS: $test_name: $*"; n_pass=$((n_pass + 1)); }
 fail() { echo "FAIL: $test_name: $*"; n_fail=$((n_fail + 1)); }
@@ -28,7 +29,8 @@ check() {
 
 # vm_run NAME CPUS MEM_MB EXTRA_CMDLINE: boot the default guest, console to
 # $VM_LOG; sets VM_RC (VMM exit status) and VM_SECS (wall time).
-# QLITE_ARGS (array) adds qlite options for one call.
+# QLITE_ARGS (array) adds qlite options for one call, QEMU_ARGS QEMU's
+# (-M microvm: virtio devices are virtio-*-device, on virtio-mmio).
 vm_run() {
     local name=$1 cpus=$2 mem=$3 extra=$4 cmdline t0 t1
     VM_LOG=/tmp/$test_name-$name.log
@@ -50,7 +52,7 @@ vm_run() {
         timeout -k 5 "$VM_TIMEOUT" qemu-system-x86_64 -M microvm -enable-kvm -cpu host \
             -m "$mem" -smp "$cpus" -nodefaults -no-user-config -display none \
             -serial stdio -no-reboot -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" \
-            -append "$cmdline" </dev/null >"$VM_LOG" 2>&1
+            -append "$cmdline" "${QEMU_ARGS[@]}" </dev/null >"$VM_LOG" 2>&1
         VM_RC=$? ;;
     *) echo "unknown QLITE_GUEST_VMM=$QLITE_GUEST_VMM" >"$VM_LOG"; VM_RC=127 ;;
     esac
@@ -69,6 +71,12 @@ vm_cmd_output() {
 }
 vm_cmd_rc() { sed -n 's/^QLITE-CMD-END rc=\([0-9]*\)$/\1/p' "$VM_LOG" | tail -n1; }
 vm_saw() { grep -qx -- "$1" "$VM_LOG"; }
+
+# vmm_supports OPTION: true for QEMU, and for qlite if `qlite run` has
+# OPTION (--disk, --net, ...). Tests of devices not yet in qlite skip.
+vmm_supports() {
+    [[ $QLITE_GUEST_VMM != qlite ]] || "$QLITE" run --help 2>&1 | grep -q -- "$1"
+}
 
 # Console of the last VM, shown after failed checks so the log explains them.
 vm_dump_on_failure() {
