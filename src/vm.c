@@ -408,7 +408,7 @@ err:
 
 void vm_destroy(struct vm *vm)
 {
-	struct device *d, *next;
+	struct device *d;
 	unsigned int i;
 
 	if (!vm)
@@ -430,7 +430,6 @@ void vm_destroy(struct vm *vm)
 			vm->devices = NULL;
 		free(d);
 	}
-	(void)next;
 	pci_bus_destroy(vm->pci);
 	mem_destroy(&vm->mem);
 	free(vm->routes);

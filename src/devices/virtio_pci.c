@@ -336,7 +336,6 @@ static void queue_enable(struct virtio_dev *d, unsigned int q)
 static void common_write(struct virtio_dev *d, unsigned int off, uint32_t v)
 {
 	struct virtq_state *qs = selected_queue(d);
-	bool live = d->st.status & VIRTIO_STATUS_DRIVER_OK;
 
 	switch (off) {
 	case C_DFSELECT:
@@ -398,7 +397,6 @@ static void common_write(struct virtio_dev *d, unsigned int off, uint32_t v)
 		qs->used_gpa = (qs->used_gpa & 0xffffffffULL) | (uint64_t)v << 32;
 		break;
 	}
-	(void)live;
 }
 
 /* Field widths of the common configuration, for access checks. */
