@@ -84,6 +84,7 @@ void vcpu_join(struct vcpu *v);
 void vcpu_probe(struct vcpu *v);
 /* Registers, sregs and the last exit, to stderr. */
 void vcpu_dump(struct vcpu *v, const char *why);
+/* KVM_EXIT_* name, or NULL for a reason without one. */
 const char *vcpu_exit_name(uint32_t reason);
 
 /* CPUID filtering (pure; unit-tested). @pmu: expose KVM's vPMU (--pmu on). */

@@ -12,38 +12,13 @@
 #include <string.h>
 
 #include "qlite/profile.h"
+#include "qlite/vcpu.h"
 
-static const char *const exit_names[PROFILE_NR_REASONS] = {
-	[KVM_EXIT_UNKNOWN] = "UNKNOWN",
-	[KVM_EXIT_EXCEPTION] = "EXCEPTION",
-	[KVM_EXIT_IO] = "IO",
-	[KVM_EXIT_HYPERCALL] = "HYPERCALL",
-	[KVM_EXIT_DEBUG] = "DEBUG",
-	[KVM_EXIT_HLT] = "HLT",
-	[KVM_EXIT_MMIO] = "MMIO",
-	[KVM_EXIT_IRQ_WINDOW_OPEN] = "IRQ_WINDOW_OPEN",
-	[KVM_EXIT_SHUTDOWN] = "SHUTDOWN",
-	[KVM_EXIT_FAIL_ENTRY] = "FAIL_ENTRY",
-	[KVM_EXIT_INTR] = "INTR",
-	[KVM_EXIT_SET_TPR] = "SET_TPR",
-	[KVM_EXIT_TPR_ACCESS] = "TPR_ACCESS",
-	[KVM_EXIT_NMI] = "NMI",
-	[KVM_EXIT_INTERNAL_ERROR] = "INTERNAL_ERROR",
-	[KVM_EXIT_SYSTEM_EVENT] = "SYSTEM_EVENT",
-	[KVM_EXIT_IOAPIC_EOI] = "IOAPIC_EOI",
-	[KVM_EXIT_HYPERV] = "HYPERV",
-	[KVM_EXIT_X86_RDMSR] = "X86_RDMSR",
-	[KVM_EXIT_X86_WRMSR] = "X86_WRMSR",
-	[KVM_EXIT_DIRTY_RING_FULL] = "DIRTY_RING_FULL",
-	[KVM_EXIT_AP_RESET_HOLD] = "AP_RESET_HOLD",
-	[KVM_EXIT_X86_BUS_LOCK] = "X86_BUS_LOCK",
-	[KVM_EXIT_XEN] = "XEN",
-	[KVM_EXIT_NOTIFY] = "NOTIFY",
-};
 
+/* One table of names, the vCPU layer's. */
 const char *profile_exit_name(unsigned int reason)
 {
-	return reason < PROFILE_NR_REASONS ? exit_names[reason] : NULL;
+	return reason < PROFILE_NR_REASONS ? vcpu_exit_name(reason) : NULL;
 }
 
 int profile_exit_reason(const char *name)
@@ -53,7 +28,7 @@ int profile_exit_reason(const char *name)
 	char *end;
 
 	for (i = 0; i < PROFILE_NR_REASONS; i++)
-		if (exit_names[i] && !strcmp(exit_names[i], name))
+		if (vcpu_exit_name(i) && !strcmp(vcpu_exit_name(i), name))
 			return (int)i;
 	/* Unnamed reasons travel as "EXIT_<n>". */
 	if (!strncmp(name, "EXIT_", 5)) {

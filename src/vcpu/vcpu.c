@@ -59,7 +59,7 @@ static const char *const exit_names[] = {
 	[KVM_EXIT_HLT] = "HLT",
 	[KVM_EXIT_MMIO] = "MMIO",
 	[KVM_EXIT_IRQ_WINDOW_OPEN] = "IRQ_WINDOW_OPEN",
-	[KVM_EXIT_SHUTDOWN] = "SHUTDOWN (triple fault)",
+	[KVM_EXIT_SHUTDOWN] = "SHUTDOWN",
 	[KVM_EXIT_FAIL_ENTRY] = "FAIL_ENTRY",
 	[KVM_EXIT_INTR] = "INTR",
 	[KVM_EXIT_SET_TPR] = "SET_TPR",
@@ -67,15 +67,20 @@ static const char *const exit_names[] = {
 	[KVM_EXIT_NMI] = "NMI",
 	[KVM_EXIT_INTERNAL_ERROR] = "INTERNAL_ERROR",
 	[KVM_EXIT_SYSTEM_EVENT] = "SYSTEM_EVENT",
+	[KVM_EXIT_IOAPIC_EOI] = "IOAPIC_EOI",
+	[KVM_EXIT_HYPERV] = "HYPERV",
 	[KVM_EXIT_X86_RDMSR] = "X86_RDMSR",
 	[KVM_EXIT_X86_WRMSR] = "X86_WRMSR",
+	[KVM_EXIT_DIRTY_RING_FULL] = "DIRTY_RING_FULL",
+	[KVM_EXIT_AP_RESET_HOLD] = "AP_RESET_HOLD",
+	[KVM_EXIT_X86_BUS_LOCK] = "X86_BUS_LOCK",
+	[KVM_EXIT_XEN] = "XEN",
+	[KVM_EXIT_NOTIFY] = "NOTIFY",
 };
 
 const char *vcpu_exit_name(uint32_t reason)
 {
-	if (reason < ARRAY_SIZE(exit_names) && exit_names[reason])
-		return exit_names[reason];
-	return "?";
+	return reason < ARRAY_SIZE(exit_names) ? exit_names[reason] : NULL;
 }
 
 int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out)
@@ -167,7 +172,7 @@ void vcpu_dump(struct vcpu *v, const char *why)
 	struct kvm_sregs s;
 
 	log_msg("vcpu%u: %s (exit reason %u: %s)", v->id, why, v->run->exit_reason,
-		vcpu_exit_name(v->run->exit_reason));
+		vcpu_exit_name(v->run->exit_reason) ?: "?");
 	if (v->run->exit_reason == KVM_EXIT_INTERNAL_ERROR) {
 		unsigned int i, n = MIN(v->run->internal.ndata, 16u);
 
