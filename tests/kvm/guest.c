@@ -340,6 +340,29 @@ static void test_profile_split(volatile uint64_t *shared)
 	lapic_write(APIC_LVT_TIMER, 1u << 16); /* masked */
 }
 
+/*
+ * Pure CPU work for the sampling-overhead benchmark: no exits, no
+ * interrupts, until the host sets the stop flag; the host reads the rate
+ * of progress. vCPU 0 powers off once the others have stopped.
+ */
+static volatile uint64_t cw_stopped;
+
+static void test_cpu_work(volatile uint64_t *shared, uint64_t cpu)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ULL + cpu, units = 0, i;
+
+	while (!shared[CW_STOP]) {
+		for (i = 0; i < CW_UNIT_ITERS; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+		}
+		shared[CW_PROGRESS(cpu)] = ++units;
+	}
+	shared[CW_SINK] ^= x; /* keep the work */
+	__atomic_fetch_add(&cw_stopped, 1, __ATOMIC_SEQ_CST);
+}
+
 /* Back-to-back PIO exits, once the host says go: the cost of one exit. */
 static void test_exit_loop(volatile uint64_t *shared)
 {
@@ -393,6 +416,14 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 		break;
 	case GT_EXIT_LOOP:
 		test_exit_loop(shared);
+		break;
+	case GT_CPU_WORK:
+		test_cpu_work(shared, cpu);
+		if (cpu != 0)
+			for (;;)
+				__asm__ volatile("cli; hlt");
+		while (cw_stopped < shared[CW_STOP])
+			__asm__ volatile("pause");
 		break;
 	default:
 		ucall(UC_FAIL, 0);

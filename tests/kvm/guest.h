@@ -21,6 +21,7 @@ enum guest_test {
 	GT_HALT_IDLE, /* sti; hlt on vCPU 0: idle, not dead */
 	GT_PROFILE_SPLIT, /* known 70/30 split between two functions, plus halted time */
 	GT_EXIT_LOOP, /* shared[EXIT_LOOP_COUNT] PIO exits to the test device */
+	GT_CPU_WORK, /* pure CPU work, no exits: progress in shared[CW_PROGRESS(cpu)] */
 };
 
 /*
@@ -42,6 +43,16 @@ enum profile_split_shared {
 #define EXIT_LOOP_COUNT 10
 #define EXIT_LOOP_GO 11
 #define EXIT_LOOP_CYCLES 12
+
+/*
+ * GT_CPU_WORK's shared[] slots: units of work done per vCPU (each on its
+ * own cache line), a stop flag from the host. A unit is CW_UNIT_ITERS
+ * rounds of a register-only hash, then one store of the count.
+ */
+#define CW_STOP 20
+#define CW_SINK 21
+#define CW_PROGRESS(cpu) (32 + 8 * (cpu))
+#define CW_UNIT_ITERS 50
 
 /* A round: 70 % of this many TSC cycles in prof_hot_a, 30 % in prof_hot_b. */
 #define PS_ROUND_CYCLES 50000000ULL
