@@ -58,21 +58,6 @@ struct bench {
 	struct window off[NMODES][MAX_ROUNDS]; /* the "off" window just before w[m][r] */
 };
 
-static uint64_t runqueue_wait_ns(pid_t tid)
-{
-	char path[64];
-	unsigned long long run = 0, wait = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%llu %llu", &run, &wait) != 2)
-		wait = 0;
-	fclose(f);
-	return wait;
-}
 
 static uint64_t progress(struct bench *b)
 {
@@ -91,7 +76,7 @@ static uint64_t waits(struct bench *b)
 	unsigned int i;
 
 	for (i = 0; i < b->ncpus; i++)
-		sum += runqueue_wait_ns(b->t.vm->vcpus[i]->tid);
+		sum += ktest_runqueue_wait_ns(b->t.vm->vcpus[i]->tid);
 	return sum;
 }
 

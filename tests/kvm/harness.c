@@ -247,3 +247,19 @@ void ktest_destroy(struct ktest *t)
 	close(t->out_pipe[1]);
 	pthread_mutex_destroy(&t->lock);
 }
+
+uint64_t ktest_runqueue_wait_ns(pid_t tid)
+{
+	char path[64];
+	unsigned long long run = 0, wait = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return 0;
+	if (fscanf(f, "%llu %llu", &run, &wait) != 2)
+		wait = 0;
+	fclose(f);
+	return wait;
+}

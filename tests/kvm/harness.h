@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "guest.h"
 #include "qlite/ctl.h"
@@ -52,6 +53,11 @@ enum vm_stop_reason ktest_run(struct ktest *t, unsigned int watchdog_s);
 char *ktest_console(struct ktest *t);
 void ktest_destroy(struct ktest *t);
 uint64_t *ktest_shared(struct ktest *t);
+/*
+ * How long thread @tid waited for a CPU (schedstat field 2): time the guest
+ * clock counts but in which the vCPU ran nowhere, on a loaded host.
+ */
+uint64_t ktest_runqueue_wait_ns(pid_t tid);
 
 #define CHECK(c)                                                                       \
 	do {                                                                           \

@@ -9,70 +9,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "harness.h"
+#include "qlite/client.h"
 #include "qlite/vcpu.h"
 
 #define NCPUS 2
 #define PAUSE_MS 600
 
-struct qmpc {
-	int fd;
-	char buf[8192];
-	size_t len;
-};
-
-static struct json_object *qmpc_next(struct qmpc *q)
+/* True if @cmd returned normally; its "return" value in *@ret (may be NULL). */
+static bool qmp_ok(struct qmp_conn *q, const char *cmd, struct json_object **ret)
 {
-	for (;;) {
-		char *nl = memmem(q->buf, q->len, "\r\n", 2);
-		ssize_t n;
+	struct qerr e = { 0 };
+	bool qmp_error = false;
+	struct json_object *r = qmp_conn_execute(q, cmd, NULL, &qmp_error, &e);
 
-		if (nl) {
-			struct json_object *o;
-
-			*nl = '\0';
-			o = json_tokener_parse(q->buf);
-			q->len -= nl + 2 - q->buf;
-			memmove(q->buf, nl + 2, q->len);
-			return o;
-		}
-		n = read(q->fd, q->buf + q->len, sizeof(q->buf) - q->len);
-		if (n <= 0)
-			return NULL;
-		q->len += n;
-	}
-}
-
-/* Send a command; true if its reply is a "return". Events are skipped. */
-static bool qmpc_cmd(struct qmpc *q, const char *cmd, struct json_object **ret)
-{
-	char req[128];
-	int n = snprintf(req, sizeof(req), "{\"execute\": \"%s\"}\n", cmd);
-
-	if (write(q->fd, req, n) != n)
+	if (!r)
 		return false;
-	for (;;) {
-		struct json_object *o = qmpc_next(q), *v;
-
-		if (!o)
-			return false;
-		if (json_object_object_get_ex(o, "event", &v)) {
-			json_object_put(o);
-			continue;
-		}
-		if (json_object_object_get_ex(o, "return", &v)) {
-			if (ret)
-				*ret = json_object_get(v);
-			json_object_put(o);
-			return true;
-		}
-		json_object_put(o);
-		return false;
-	}
+	if (ret)
+		*ret = r;
+	else
+		json_object_put(r);
+	return true;
 }
 
 struct ctx {
@@ -102,23 +61,20 @@ static void *driver(void *arg)
 {
 	struct ctx *cx = arg;
 	struct ktest *t = cx->t;
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	struct qmpc q = { 0 };
+	struct qmp_conn q = { .fd = -1 };
+	struct qerr e = { 0 };
 	struct json_object *st = NULL, *v;
 	struct kvm_clock_data after;
 	uint64_t before[NCPUS], held[NCPUS];
 	int failures = 0;
 	unsigned int i;
 
-	q.fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	strcpy(sa.sun_path, cx->sock);
-	CHECK(connect(q.fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
-	json_object_put(qmpc_next(&q)); /* greeting */
-	CHECK(qmpc_cmd(&q, "qmp_capabilities", NULL));
+	/* The CLI's own client: greeting and qmp_capabilities on open. */
+	CHECK(qmp_conn_open(&q, cx->sock, &e) == 0);
 
 	for (i = 0; i < NCPUS; i++)
 		CHECK(wait_counting(t, i, 100));
-	CHECK(qmpc_cmd(&q, "stop", NULL));
+	CHECK(qmp_ok(&q, "stop", NULL));
 	/* stop returns only once every vCPU is parked outside KVM_RUN. */
 	for (i = 0; i < NCPUS; i++) {
 		pthread_mutex_lock(&t->vm->vcpus[i]->lock);
@@ -131,24 +87,24 @@ static void *driver(void *arg)
 		held[i] = counter(t, i);
 		CHECK(held[i] == before[i]);
 	}
-	CHECK(qmpc_cmd(&q, "query-status", &st));
+	CHECK(qmp_ok(&q, "query-status", &st));
 	CHECK(st && json_object_object_get_ex(st, "status", &v) &&
 	      !strcmp(json_object_get_string(v), "paused"));
 	json_object_put(st);
 
-	CHECK(qmpc_cmd(&q, "cont", NULL));
+	CHECK(qmp_ok(&q, "cont", NULL));
 	/* The guest clock resumes from where it was held, not +PAUSE_MS. */
 	CHECK(ioctl(t->vm->vm_fd, KVM_GET_CLOCK, &after) == 0);
 	CHECK(after.clock >= t->vm->paused_clock.clock);
 	CHECK(after.clock - t->vm->paused_clock.clock < PAUSE_MS * 1000000ULL / 2);
 	for (i = 0; i < NCPUS; i++)
 		CHECK(wait_counting(t, i, held[i]));
-	CHECK(qmpc_cmd(&q, "query-status", &st));
+	CHECK(qmp_ok(&q, "query-status", &st));
 	CHECK(st && json_object_object_get_ex(st, "status", &v) &&
 	      !strcmp(json_object_get_string(v), "running"));
 	json_object_put(st);
-	CHECK(qmpc_cmd(&q, "quit", NULL));
-	close(q.fd);
+	CHECK(qmp_ok(&q, "quit", NULL));
+	qmp_conn_close(&q);
 	cx->failures = failures;
 	return NULL;
 }

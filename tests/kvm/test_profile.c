@@ -113,25 +113,6 @@ static struct json_object *start_args(int64_t freq, const char *method, int64_t 
 	return a;
 }
 
-/*
- * How long the vCPU thread waited for a CPU (schedstat field 2): guest time
- * the TSC counts but in which the guest ran nowhere, on a loaded host.
- */
-static uint64_t runqueue_wait_ns(pid_t tid)
-{
-	char path[64];
-	unsigned long long run = 0, wait = 0;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
-	f = fopen(path, "r");
-	if (!f)
-		return 0;
-	if (fscanf(f, "%llu %llu", &run, &wait) != 2)
-		wait = 0;
-	fclose(f);
-	return wait;
-}
 
 static void measure(struct client *c, struct qmp_conn *q, const char *method, struct result *r,
 		    unsigned int window_us)
@@ -150,7 +131,7 @@ static void measure(struct client *c, struct qmp_conn *q, const char *method, st
 	a0 = shared(c)[PS_CYCLES_A];
 	b0 = shared(c)[PS_CYCLES_B];
 	i0 = shared(c)[PS_CYCLES_IDLE];
-	w0 = runqueue_wait_ns(tid);
+	w0 = ktest_runqueue_wait_ns(tid);
 	t0 = time_now_ns();
 	ret = qmp_conn_execute(q, "profile-start", args, &qerror, &e);
 	json_object_put(args);
@@ -164,7 +145,7 @@ static void measure(struct client *c, struct qmp_conn *q, const char *method, st
 	a1 = shared(c)[PS_CYCLES_A];
 	b1 = shared(c)[PS_CYCLES_B];
 	i1 = shared(c)[PS_CYCLES_IDLE];
-	w1 = runqueue_wait_ns(tid);
+	w1 = ktest_runqueue_wait_ns(tid);
 	t1 = time_now_ns();
 	if (!ret || profile_data_from_json(ret, &d, &e)) {
 		fprintf(stderr, "profile-stop %s: %s\n", method, e.msg);
