@@ -11,35 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-passed = failed = 0
-SPIN_RIP = 0x100200  # the 64-bit entry of the synthetic bzImage
+from qlitetest import SPIN_RIP, Checks, kvm_usable, spin_kernel, start_vm
 
-
-def check(what, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS: {what}")
-    else:
-        failed += 1
-        print(f"FAIL: {what} {detail}")
-
-
-def start_vm(qlite, kernel, sock):
-    vm = subprocess.Popen([qlite, "run", "--kernel", kernel, "--mem", "64M", "--cpus", "2",
-                           "--qmp", f"unix:{sock}", "--console", "none"],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
-    for _ in range(200):
-        if os.path.exists(sock):
-            break
-        time.sleep(0.05)
-    return vm
+check = Checks()
 
 
 def profile(qlite, *args, timeout=60):
@@ -63,13 +40,9 @@ def load_summary(out):
 
 def main():
     qlite = os.path.abspath(sys.argv[1])
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        print("SKIP: no usable /dev/kvm")
+    if not kvm_usable():
         return 77
-    tmp = tempfile.mkdtemp()
-    kernel = os.path.join(tmp, "spin.bz")
-    subprocess.run([sys.executable, os.path.join(HERE, "mkbzimage.py"), kernel,
-                    "--code", "ebfe"], check=True)
+    tmp, kernel = spin_kernel()
     sock = os.path.join(tmp, "qmp.sock")
     vm = start_vm(qlite, kernel, sock)
     try:
@@ -78,8 +51,7 @@ def main():
     finally:
         if vm.poll() is None:
             vm.kill()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return check.finish()
 
 
 def run(qlite, sock, tmp):

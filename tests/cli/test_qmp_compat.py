@@ -10,21 +10,11 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-passed = failed = 0
+from qlitetest import Checks, kvm_usable, spin_kernel, start_vm
 
-
-def check(what, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS: {what}")
-    else:
-        failed += 1
-        print(f"FAIL: {what} {detail}")
+check = Checks()
 
 
 class Client:
@@ -92,31 +82,18 @@ class Client:
 
 def main():
     qlite = os.path.abspath(sys.argv[1])
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        print("SKIP: no usable /dev/kvm")
+    if not kvm_usable():
         return 77
-    tmp = tempfile.mkdtemp()
-    kernel = os.path.join(tmp, "spin.bz")
-    subprocess.run([sys.executable, os.path.join(HERE, "mkbzimage.py"), kernel,
-                    "--code", "ebfe"], check=True)
+    tmp, kernel = spin_kernel()
     sock = os.path.join(tmp, "qmp.sock")
-    vm = subprocess.Popen([qlite, "run", "--kernel", kernel, "--mem", "64M", "--cpus", "2",
-                           "-S", "--qmp", f"unix:{sock},server=on,wait=off",
-                           "--name", "compat", "--console", "none"],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE)
-    for _ in range(100):
-        if os.path.exists(sock):
-            break
-        time.sleep(0.05)
+    vm = start_vm(qlite, kernel, sock, "-S", "--name", "compat", qmp_opts=",server=on,wait=off")
     try:
         run(qlite, vm, sock, kernel)
         inherited_fd(qlite, kernel, tmp)
     finally:
         if vm.poll() is None:
             vm.kill()
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return check.finish()
 
 
 def run(qlite, vm, sock, kernel):
