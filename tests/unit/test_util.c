@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "qlite/sbuf.h"
 #include "qlite/util.h"
 
 /* Sentinel: a failed parse must leave *out alone. */
@@ -139,6 +140,51 @@ static void test_qerr_edge(void **state)
 	assert_int_equal(strlen(e.msg), sizeof(e.msg) - 1);
 }
 
+static void test_sbuf_scur(void **state)
+{
+	struct sbuf b;
+	struct scur c;
+	char s[8];
+
+	(void)state;
+	sbuf_init(&b);
+	sbuf_put_u8(&b, 0x12);
+	sbuf_put_u16(&b, 0x3456);
+	sbuf_put_u32(&b, 0x789abcde);
+	sbuf_put_u64(&b, 0x0123456789abcdefULL);
+	sbuf_put_str(&b, "qlite");
+	for (int i = 0; i < 1000; i++) /* grows past the first allocation */
+		sbuf_put_u32(&b, (uint32_t)i);
+	assert_int_equal(sbuf_status(&b), 0);
+	assert_int_equal(b.len, 1 + 2 + 4 + 8 + 2 + 5 + 4000);
+	assert_int_equal(b.data[1], 0x56); /* little-endian on the wire */
+
+	scur_init(&c, b.data, b.len);
+	assert_int_equal(scur_u8(&c), 0x12);
+	assert_int_equal(scur_u16(&c), 0x3456);
+	assert_int_equal(scur_u32(&c), 0x789abcde);
+	assert_true(scur_u64(&c) == 0x0123456789abcdefULL);
+	assert_true(scur_str(&c, s, sizeof(s)));
+	assert_string_equal(s, "qlite");
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(scur_u32(&c), i);
+	assert_true(scur_done(&c));
+
+	/* Past the end: zero values, and the failure sticks. */
+	assert_int_equal(scur_u32(&c), 0);
+	assert_false(scur_ok(&c));
+	scur_init(&c, b.data, 3);
+	assert_int_equal(scur_u32(&c), 0);
+	assert_int_equal(scur_u8(&c), 0);
+	assert_false(scur_ok(&c));
+	/* A string longer than the destination is refused, not truncated. */
+	scur_init(&c, b.data + 15, b.len - 15);
+	assert_false(scur_str(&c, s, 5));
+	assert_false(scur_ok(&c));
+	assert_string_equal(s, "");
+	sbuf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -148,6 +194,7 @@ int main(void)
 		cmocka_unit_test(test_parse_uint),
 		cmocka_unit_test(test_qerr_first_message_wins),
 		cmocka_unit_test(test_qerr_edge),
+		cmocka_unit_test(test_sbuf_scur),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
