@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * I/O-aware page elision (after Park, Egger and Lee, VEE 2011): remember
+ * which guest pages hold exactly the bytes of which 4 KiB disk block, so a
+ * checkpoint can store a (disk, block) reference instead of the page.
+ *
+ * A mapping is recorded when a virtio-blk read fills a whole page from a
+ * 4 KiB-aligned block, together with a 64-bit hash (XXH3) of what was read.
+ * It is dropped when that block is written (or discarded), and a checkpoint
+ * trusts it only if the page still hashes the same: any guest or device
+ * write since the read shows up there, without KVM dirty logging (which
+ * would force 4 KiB mappings on the whole guest for as long as it runs).
+ * Main thread only (device completions); checkpointing reads it while the
+ * devices are quiesced.
+ */
+#ifndef QLITE_ELIDE_H
+#define QLITE_ELIDE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ELIDE_MAX_DISKS 255
+#define ELIDE_BLOCK 4096ULL
+
+struct elide_entry {
+	uint64_t key; /* 0: none; else (disk + 1) << 48 | block */
+	uint64_t hash;
+};
+
+struct elide {
+	uint64_t npages;
+	struct elide_entry *pages; /* by page index into the guest mapping */
+	/* block key -> page, open addressing (0 empty, ~0 deleted) */
+	uint64_t *rkey;
+	uint32_t *rpage;
+	size_t rcap, rused, rlive;
+	uint64_t recorded, dropped; /* counters, for query-snapshot */
+};
+
+int elide_init(struct elide *t, uint64_t npages);
+void elide_destroy(struct elide *t);
+uint64_t elide_hash(const void *page);
+/* Page @page now holds block @block of disk @disk, content @data (4 KiB). */
+void elide_record(struct elide *t, uint64_t page, unsigned int disk, uint64_t block,
+		  const void *data);
+/* Record with a hash computed elsewhere (restore seeds the tracker). */
+void elide_record_hash(struct elide *t, uint64_t page, unsigned int disk, uint64_t block,
+		       uint64_t hash);
+/* Bytes [off, off+len) of @disk are about to change: forget every page holding them. */
+void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t len);
+/* Forget page @page (its content was replaced some other way we know of). */
+void elide_forget_page(struct elide *t, uint64_t page);
+/*
+ * Does @page (content @data) still equal the block recorded for it?
+ * True with *disk, *block and *hash filled in.
+ */
+bool elide_lookup(const struct elide *t, uint64_t page, const void *data, unsigned int *disk,
+		  uint64_t *block, uint64_t *hash);
+
+#endif
