@@ -67,7 +67,15 @@ static int ctl_build_vm(struct ctl *c, struct qerr *e)
 	ret = vm_create(&c->cfg.vm, &c->vm, e);
 	if (ret)
 		return ret;
-	ret = c->cfg.boot ? c->cfg.boot(c->vm, c->cfg.boot_opaque, e) : 0;
+	if (c->restore_pending) {
+		/* Only the first VM: a guest reset after a restore boots afresh. */
+		ret = ckpt_restore(c->vm, c->cfg.restore_dir, c->cfg.restore_mode, e);
+		c->restore_pending = false;
+	} else if (!c->cfg.vm.kernel) {
+		ret = qerr_set(e, ENOENT, "no kernel to boot (the checkpoint recorded none)");
+	} else {
+		ret = c->cfg.boot ? c->cfg.boot(c->vm, c->cfg.boot_opaque, e) : 0;
+	}
 	if (!ret) {
 		ret = loop_add(c->loop, c->vm->stop_efd, EPOLLIN, ctl_on_vm_stop, c);
 		if (ret)
@@ -83,10 +91,16 @@ static int ctl_build_vm(struct ctl *c, struct qerr *e)
 
 static void ctl_profile_end(struct ctl *c, const char *reason);
 
+static void ctl_snapshot_end(struct ctl *c);
+
 static void ctl_destroy_vm(struct ctl *c)
 {
 	if (!c->vm)
 		return;
+	if (c->snap) {
+		c->snap_was_running = false; /* the VM is going: nothing to resume */
+		ctl_snapshot_end(c);
+	}
 	ctl_profile_end(c, "vm-stopped"); /* before the vCPUs it is attached to go */
 	loop_del(c->loop, c->vm->stop_efd);
 	vm_destroy(c->vm);
@@ -175,6 +189,8 @@ int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 	c->signal_fd = -1;
 	c->liveness_fd = -1;
 	c->prof_timer_fd = -1;
+	c->snap_timer_fd = -1;
+	c->restore_pending = cfg->restore_dir != NULL;
 	c->state = cfg->start_paused ? RUN_PRELAUNCH : RUN_RUNNING;
 	ret = loop_create(&c->loop);
 	if (ret) {
@@ -224,7 +240,11 @@ void ctl_destroy(struct ctl *c)
 		loop_del(c->loop, c->prof_timer_fd);
 		close(c->prof_timer_fd);
 	}
+	if (c->snap_timer_fd >= 0)
+		close(c->snap_timer_fd);
 	qmp_server_destroy(c->qmp);
+	ckpt_config_free(c->restore_cfg);
+	free((char *)c->restore_load_dir);
 	if (c->liveness_fd >= 0)
 		close(c->liveness_fd);
 	loop_destroy(c->loop);
@@ -257,6 +277,8 @@ int ctl_cont(struct ctl *c, struct qerr *e)
 
 	if (c->state == RUN_RUNNING)
 		return 0;
+	if (c->snap)
+		return qerr_set(e, EBUSY, "a checkpoint is being written; the VM resumes after it");
 	if (c->state != RUN_PAUSED && c->state != RUN_PRELAUNCH)
 		return qerr_set(e, EINVAL, "cannot continue a VM in state '%s'",
 				runstate_name(c->state));
@@ -425,6 +447,7 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 		log_msg("cannot start vCPU threads: %s", strerror(-ret));
 		return VM_STOP_ERROR;
 	}
+	ckpt_restore_started(c->vm);
 	for (;;) {
 		while (!c->vm_stopped) {
 			ret = loop_run_once(c->loop, c->console_throttled ? 10 : -1);
@@ -474,4 +497,222 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 			return why;
 		}
 	}
+}
+
+/* ---- checkpoints ------------------------------------------------------------ */
+
+static void ctl_snapshot_progress(struct ctl *c)
+{
+	uint64_t bytes, done, total, ns;
+	char data[256 + 4096];
+
+	ckpt_job_progress(c->snap, &bytes, &done, &total, &ns);
+	snprintf(data, sizeof(data),
+		 "{\"dir\": %s, \"bytes\": %llu, \"pages-done\": %llu, \"pages-total\": %llu, "
+		 "\"rate\": %llu}",
+		 json_object_to_json_string(json_object_new_string(c->snap_dir)),
+		 (unsigned long long)bytes, (unsigned long long)done, (unsigned long long)total,
+		 (unsigned long long)(ns ? bytes * 1000000000ULL / ns : 0));
+	ctl_event(c, "SNAPSHOT_PROGRESS", data);
+}
+
+static void ctl_on_snapshot_timer(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(c->snap_timer_fd, &n, sizeof(n)) < 0 || !c->snap)
+		return;
+	ctl_snapshot_progress(c);
+}
+
+struct json_object *ctl_snapshot_stats_json(const struct ctl *c)
+{
+	const struct ckpt_stats *st = &c->snap_stats;
+	struct json_object *o = json_object_new_object(), *pg = json_object_new_object();
+
+	json_object_object_add(o, "dir", json_object_new_string(c->snap_dir));
+	json_object_object_add(o, "incremental", json_object_new_boolean(c->snap_incremental));
+	json_object_object_add(o, "bytes",
+			       json_object_new_int64((int64_t)(st->bytes_memory + st->bytes_state)));
+	json_object_object_add(o, "memory-bytes", json_object_new_int64((int64_t)st->bytes_memory));
+	json_object_object_add(o, "state-bytes", json_object_new_int64((int64_t)st->bytes_state));
+	json_object_object_add(o, "duration-ms",
+			       json_object_new_double((double)st->total_ns / 1e6));
+	json_object_object_add(pg, "total", json_object_new_int64((int64_t)st->pages_total));
+	json_object_object_add(pg, "data", json_object_new_int64((int64_t)st->pages_data));
+	json_object_object_add(pg, "zero", json_object_new_int64((int64_t)st->pages_zero));
+	json_object_object_add(pg, "disk", json_object_new_int64((int64_t)st->pages_disk));
+	json_object_object_add(pg, "parent", json_object_new_int64((int64_t)st->pages_parent));
+	json_object_object_add(pg, "balloon", json_object_new_int64((int64_t)st->pages_balloon));
+	json_object_object_add(o, "pages", pg);
+	return o;
+}
+
+/* The job ended (or the VM goes away): collect it, resume, tell everyone. */
+static void ctl_snapshot_end(struct ctl *c)
+{
+	struct qerr e = { 0 };
+	int ret;
+
+	if (c->snap_timer_fd >= 0) {
+		loop_del(c->loop, c->snap_timer_fd);
+		close(c->snap_timer_fd);
+		c->snap_timer_fd = -1;
+	}
+	loop_del(c->loop, ckpt_job_eventfd(c->snap));
+	ret = ckpt_job_finish(c->snap, &c->snap_stats, &e);
+	if (!ret)
+		ctl_snapshot_progress(c); /* the final figures, for progress displays */
+	ckpt_job_free(c->snap);
+	c->snap = NULL;
+	if (ret) {
+		struct json_object *o = json_object_new_object();
+
+		c->snap_status = SNAP_FAILED;
+		snprintf(c->snap_error, sizeof(c->snap_error), "%s", e.msg);
+		log_msg("checkpoint to %s failed: %s", c->snap_dir, e.msg);
+		json_object_object_add(o, "dir", json_object_new_string(c->snap_dir));
+		json_object_object_add(o, "error", json_object_new_string(e.msg));
+		ctl_event(c, "SNAPSHOT_FAILED", json_object_to_json_string(o));
+		json_object_put(o);
+	} else {
+		struct json_object *o = ctl_snapshot_stats_json(c);
+
+		c->snap_status = SNAP_COMPLETED;
+		ctl_event(c, "SNAPSHOT_COMPLETED", json_object_to_json_string(o));
+		json_object_put(o);
+	}
+	/* Resume on success and on failure alike: nothing is lost either way. */
+	if (c->snap_was_running && c->vm && (ret || !c->snap_stop)) {
+		if (vm_resume(c->vm) == 0) {
+			c->state = RUN_RUNNING;
+			ctl_event(c, "RESUME", NULL);
+		}
+	}
+}
+
+static void ctl_on_snapshot_done(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+
+	(void)events;
+	if (c->snap)
+		ctl_snapshot_end(c);
+}
+
+int ctl_snapshot_save(struct ctl *c, const struct ckpt_params *p, struct qerr *e)
+{
+	bool was_running = c->state == RUN_RUNNING;
+	struct ckpt_job *j;
+	int ret;
+
+	if (!c->vm)
+		return qerr_set(e, ENODEV, "no VM");
+	if (c->snap)
+		return qerr_set(e, EBUSY, "a checkpoint is already being written (to %s)",
+				c->snap_dir);
+	if (c->state != RUN_RUNNING && c->state != RUN_PAUSED && c->state != RUN_PRELAUNCH)
+		return qerr_set(e, EINVAL, "cannot checkpoint a VM in state '%s'",
+				runstate_name(c->state));
+	ret = ckpt_save_start(c->vm, p, was_running, &j, e);
+	if (ret) {
+		/* It may have paused the VM before failing: undo that. */
+		if (was_running)
+			vm_resume(c->vm);
+		return ret;
+	}
+	c->snap = j;
+	c->snap_was_running = was_running;
+	c->snap_stop = p->stop;
+	c->snap_incremental = p->incremental;
+	c->snap_status = SNAP_ACTIVE;
+	c->snap_error[0] = 0;
+	memset(&c->snap_stats, 0, sizeof(c->snap_stats));
+	snprintf(c->snap_dir, sizeof(c->snap_dir), "%s", ckpt_job_dir(j));
+	if (was_running) {
+		c->state = RUN_PAUSED;
+		ctl_event(c, "STOP", NULL);
+	}
+	ret = loop_add(c->loop, ckpt_job_eventfd(j), EPOLLIN, ctl_on_snapshot_done, c);
+	if (ret) {
+		/* Cannot hear it finish: wait for it here instead. */
+		ctl_snapshot_end(c);
+		return 0;
+	}
+	c->snap_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (c->snap_timer_fd >= 0) {
+		struct itimerspec its = { .it_interval = { 0, 250000000 },
+					  .it_value = { 0, 250000000 } };
+
+		timerfd_settime(c->snap_timer_fd, 0, &its, NULL);
+		if (loop_add(c->loop, c->snap_timer_fd, EPOLLIN, ctl_on_snapshot_timer, c)) {
+			close(c->snap_timer_fd);
+			c->snap_timer_fd = -1;
+		}
+	}
+	return 0;
+}
+
+int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mode,
+		      struct qerr *e)
+{
+	struct json_object *store = NULL;
+	struct ctl_config saved = c->cfg;
+	struct vm_config vc;
+	struct vm *old = c->vm;
+	bool was_running = c->state == RUN_RUNNING;
+	char *dir_copy;
+	int ret;
+
+	if (c->snap)
+		return qerr_set(e, EBUSY, "a checkpoint is being written");
+	ret = ckpt_read_config(dir, &vc, &store, e);
+	if (ret)
+		return ret;
+	dir_copy = strdup(dir);
+	if (!dir_copy) {
+		ckpt_config_free(store);
+		return qerr_set(e, ENOMEM, "out of memory");
+	}
+	/* Host-side wiring stays: console, the event loop. */
+	vc.console_in = c->cfg.vm.console_in;
+	vc.console_out = c->cfg.vm.console_out;
+	vc.loop = c->loop;
+	if (old && was_running)
+		vm_pause(old);
+	c->cfg.vm = vc;
+	c->cfg.restore_dir = dir_copy;
+	c->cfg.restore_mode = mode;
+	c->restore_pending = true;
+	c->vm = NULL;
+	ret = ctl_build_vm(c, e);
+	if (ret) {
+		/* The running VM stays as it was. */
+		free(dir_copy);
+		ckpt_config_free(store);
+		c->cfg = saved;
+		c->restore_pending = false;
+		c->vm = old;
+		if (old && was_running)
+			vm_resume(old);
+		return ret;
+	}
+	if (old) {
+		struct vm *new_vm = c->vm;
+
+		c->vm = old;
+		ctl_destroy_vm(c);
+		c->vm = new_vm;
+	}
+	ckpt_config_free(c->restore_cfg);
+	c->restore_cfg = store;
+	free((char *)c->restore_load_dir);
+	c->restore_load_dir = dir_copy;
+	ret = vm_start(c->vm, !was_running);
+	if (ret)
+		return qerr_set(e, -ret, "cannot start the restored VM: %s", strerror(-ret));
+	ckpt_restore_started(c->vm);
+	return 0;
 }

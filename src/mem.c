@@ -172,6 +172,8 @@ int mem_discard(struct guest_mem *m, uint64_t gpa, uint64_t len)
 		return -errno;
 	}
 	mem_discard_bits(m, hva, len, true);
+	/* The content changed (to zeros): incremental checkpoints must see it. */
+	mem_dirty_mark(m, hva, len);
 	return 0;
 }
 

@@ -11,9 +11,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "qlite/checkpoint.h"
 #include "qlite/vm.h"
 
 struct loop;
+struct json_object;
 struct qmp_server;
 struct profile;
 struct profile_params;
@@ -38,6 +40,16 @@ struct ctl_config {
 	/* "unix:PATH[,server=on][,wait=off]" or "fd:N"; NULL for none. */
 	const char *qmp;
 	const char *name; /* reported by query-name; may be NULL */
+	/* qlite run --restore: the first VM comes from this checkpoint. */
+	const char *restore_dir;
+	enum ckpt_restore_mode restore_mode;
+};
+
+enum snap_status {
+	SNAP_NONE,
+	SNAP_ACTIVE,
+	SNAP_COMPLETED,
+	SNAP_FAILED,
 };
 
 struct ctl {
@@ -56,6 +68,19 @@ struct ctl {
 	/* The guest profiler's session (or the last one's result) and its duration timer. */
 	struct profile *prof;
 	int prof_timer_fd;
+	/* Checkpointing: the job in progress and the outcome of the last one. */
+	struct ckpt_job *snap;
+	int snap_timer_fd; /* progress events */
+	bool snap_was_running;
+	enum snap_status snap_status;
+	char snap_dir[4096];
+	char snap_error[512];
+	bool snap_incremental;
+	bool snap_stop;
+	struct ckpt_stats snap_stats;
+	bool restore_pending; /* the next VM build loads cfg.restore_dir */
+	struct json_object *restore_cfg; /* a snapshot-load's configuration */
+	const char *restore_load_dir;
 };
 
 int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e);
@@ -85,5 +110,17 @@ int ctl_profile_start(struct ctl *c, const struct profile_params *pp, struct qer
 /* Stop (if running) and return the result; -ENOENT if none was started. */
 int ctl_profile_stop(struct ctl *c, struct profile_data *d, struct qerr *e);
 int ctl_profile_query(struct ctl *c, struct profile_data *d, struct qerr *e);
+
+/*
+ * Checkpoints (QMP snapshot-save, snapshot-load, query-snapshot). A save
+ * returns once the directory is known writable and the VM's state is
+ * captured; memory is written in the background with SNAPSHOT_PROGRESS
+ * events, then SNAPSHOT_COMPLETED or SNAPSHOT_FAILED, and the VM resumes
+ * unless @p->stop. A load replaces the VM with the checkpoint's.
+ */
+int ctl_snapshot_save(struct ctl *c, const struct ckpt_params *p, struct qerr *e);
+struct json_object *ctl_snapshot_stats_json(const struct ctl *c);
+int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mode,
+		      struct qerr *e);
 
 #endif

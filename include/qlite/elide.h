@@ -47,8 +47,12 @@ void elide_record(struct elide *t, uint64_t page, unsigned int disk, uint64_t bl
 /* Record with a hash computed elsewhere (restore seeds the tracker). */
 void elide_record_hash(struct elide *t, uint64_t page, unsigned int disk, uint64_t block,
 		       uint64_t hash);
-/* Bytes [off, off+len) of @disk are about to change: forget every page holding them. */
-void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t len);
+/*
+ * Bytes [off, off+len) of @disk are about to change: forget every page
+ * holding them, calling @before (may be NULL) with each such page first.
+ */
+void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t len,
+		      void (*before)(void *opaque, uint64_t page), void *opaque);
 /* Forget page @page (its content was replaced some other way we know of). */
 void elide_forget_page(struct elide *t, uint64_t page);
 /*

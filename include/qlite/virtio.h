@@ -216,6 +216,7 @@ struct blk_disk_stats {
 
 struct blk_disk_info {
 	const char *name, *path;
+	unsigned int index; /* --disk order */
 	bool readonly;
 	uint64_t size;
 	struct blk_disk_stats stats;

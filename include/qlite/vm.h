@@ -23,6 +23,7 @@ struct vblk;
 struct disk_config;
 struct net_config;
 struct vpmu_config;
+struct ckpt_vm;
 
 #define VM_MAX_VCPUS 64
 
@@ -92,6 +93,10 @@ struct vm {
 	unsigned int dead_rounds; /* consecutive probes that found the guest dead */
 	int probe_seq[VM_MAX_VCPUS];
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */
+
+	/* Checkpoint/restore: page elision, dirty tracking, lazy restore (checkpoint.h). */
+	struct ckpt_vm *ckpt;
+	bool dirty_logging; /* KVM_MEM_LOG_DIRTY_PAGES on every RAM slot */
 };
 
 /* KVM VM, memory, irqchip, PIT, legacy devices and vCPUs (not started). */
@@ -129,5 +134,14 @@ int vm_set_irq(struct vm *vm, unsigned int gsi, int level);
 int vm_msi_route_set(struct vm *vm, int *gsi, uint32_t addr_lo, uint32_t addr_hi,
 		     uint32_t data);
 void vm_msi_route_free(struct vm *vm, int gsi);
+
+/*
+ * KVM dirty logging of guest RAM (checkpoints, migration). Start turns it on
+ * for every slot; collect ORs the pages the guest wrote since the last
+ * collect into @bitmap (one bit per 4 KiB page of the RAM mapping) and
+ * clears KVM's log. Device writes are in mem.dirty, not here.
+ */
+int vm_dirty_log_start(struct vm *vm, struct qerr *e);
+int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e);
 
 #endif

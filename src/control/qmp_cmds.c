@@ -325,6 +325,126 @@ static const struct qmp_arg args_profile_start[] = {
 	{ NULL },
 };
 
+/*
+ * Checkpoints (qlite's own names; QEMU's snapshot-save is a job over
+ * qcow2 internal snapshots, which qlite does not have): docs/checkpoint.md.
+ */
+static bool arg_bool(struct json_object *args, const char *name)
+{
+	struct json_object *v;
+
+	return args && json_object_object_get_ex(args, name, &v) && json_object_get_boolean(v);
+}
+
+static int cmd_snapshot_save(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	struct ckpt_params p = { 0 };
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(args, "dir", &v) || !json_object_get_string_len(v))
+		return qerr_set(e, EINVAL, "Parameter 'dir' is missing");
+	p.dir = json_object_get_string(v);
+	p.stop = arg_bool(args, "stop");
+	p.incremental = arg_bool(args, "incremental");
+	p.no_elide = args && json_object_object_get_ex(args, "elide", &v) &&
+		     !json_object_get_boolean(v);
+	return ctl_snapshot_save(c, &p, e);
+}
+
+static int restore_mode_arg(struct json_object *args, enum ckpt_restore_mode *m, struct qerr *e)
+{
+	struct json_object *v;
+	const char *s;
+
+	*m = CKPT_RESTORE_LAZY;
+	if (!args || !json_object_object_get_ex(args, "mode", &v))
+		return 0;
+	s = json_object_get_string(v);
+	if (!strcmp(s, "lazy"))
+		return 0;
+	if (!strcmp(s, "eager")) {
+		*m = CKPT_RESTORE_EAGER;
+		return 0;
+	}
+	return qerr_set(e, EINVAL, "mode '%.32s': expected lazy or eager", s);
+}
+
+static int cmd_snapshot_load(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	enum ckpt_restore_mode mode;
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(args, "dir", &v) || !json_object_get_string_len(v))
+		return qerr_set(e, EINVAL, "Parameter 'dir' is missing");
+	return restore_mode_arg(args, &mode, e) ?: ctl_snapshot_load(c, json_object_get_string(v),
+								      mode, e);
+}
+
+static int cmd_query_snapshot(struct ctl *c, struct json_object *args, struct json_object **ret,
+			      struct qerr *e)
+{
+	static const char *const names[] = { "none", "active", "completed", "failed" };
+	struct json_object *o = json_object_new_object();
+	struct ckpt_restore_stats rs;
+
+	json_object_object_add(o, "status", json_object_new_string(names[c->snap_status]));
+	if (c->snap_status == SNAP_ACTIVE) {
+		uint64_t bytes, done, total, ns;
+
+		ckpt_job_progress(c->snap, &bytes, &done, &total, &ns);
+		json_object_object_add(o, "dir", json_object_new_string(c->snap_dir));
+		json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
+		json_object_object_add(o, "pages-done", json_object_new_int64((int64_t)done));
+		json_object_object_add(o, "pages-total", json_object_new_int64((int64_t)total));
+	} else if (c->snap_status == SNAP_COMPLETED) {
+		json_object_object_add(o, "last", ctl_snapshot_stats_json(c));
+	} else if (c->snap_status == SNAP_FAILED) {
+		json_object_object_add(o, "dir", json_object_new_string(c->snap_dir));
+		json_object_object_add(o, "error", json_object_new_string(c->snap_error));
+	}
+	if (c->vm && c->vm->ckpt) {
+		ckpt_restore_stats(c->vm, &rs);
+		if (rs.to_running_ns) {
+			struct json_object *r = json_object_new_object();
+
+			json_object_object_add(r, "mode", json_object_new_string(
+				rs.mode == CKPT_RESTORE_EAGER ? "eager" : "lazy"));
+			json_object_object_add(r, "to-running-ms",
+					       json_object_new_double((double)rs.to_running_ns / 1e6));
+			if (rs.total_ns)
+				json_object_object_add(r, "total-ms",
+						       json_object_new_double((double)rs.total_ns / 1e6));
+			json_object_object_add(r, "done", json_object_new_boolean(rs.done));
+			json_object_object_add(r, "faults", json_object_new_int64((int64_t)rs.faults));
+			json_object_object_add(r, "prefetched",
+					       json_object_new_int64((int64_t)rs.prefetched));
+			json_object_object_add(r, "fault-p50-us",
+					       json_object_new_double((double)rs.fault_p50_ns / 1e3));
+			json_object_object_add(r, "fault-p99-us",
+					       json_object_new_double((double)rs.fault_p99_ns / 1e3));
+			json_object_object_add(o, "restore", r);
+		}
+	}
+	*ret = o;
+	return 0;
+}
+
+static const struct qmp_arg args_snapshot_save[] = {
+	{ "dir", QMP_ARG_STRING, true },
+	{ "stop", QMP_ARG_BOOL, false },
+	{ "incremental", QMP_ARG_BOOL, false },
+	{ "elide", QMP_ARG_BOOL, false },
+	{ NULL },
+};
+
+static const struct qmp_arg args_snapshot_load[] = {
+	{ "dir", QMP_ARG_STRING, true },
+	{ "mode", QMP_ARG_STRING, false },
+	{ NULL },
+};
+
 static const struct qmp_arg args_capabilities[] = {
 	{ "enable", QMP_ARG_ARRAY, false },
 	{ NULL },
@@ -359,6 +479,9 @@ static const struct qmp_command commands[] = {
 	{ "profile-start", cmd_profile_start, NULL, args_profile_start },
 	{ "profile-stop", cmd_profile_stop },
 	{ "query-profile", cmd_query_profile },
+	{ "snapshot-save", cmd_snapshot_save, NULL, args_snapshot_save },
+	{ "snapshot-load", cmd_snapshot_load, NULL, args_snapshot_load },
+	{ "query-snapshot", cmd_query_snapshot },
 };
 
 static int cmd_query_commands(struct ctl *c, struct json_object *args,

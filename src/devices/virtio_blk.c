@@ -15,6 +15,7 @@
 #include <sys/epoll.h>
 
 #include "qlite/blk.h"
+#include "qlite/checkpoint.h"
 #include "qlite/loop.h"
 #include "qlite/virtio.h"
 #include "qlite/vm.h"
@@ -70,6 +71,9 @@ struct vblk_req {
 	uint8_t *status;
 	uint32_t in_len; /* bytes the device writes, status included */
 	uint64_t bytes;
+	uint64_t offset; /* reads: where on the disk, for page elision */
+	const struct iovec *data;
+	unsigned int ndata;
 	struct blk_req req;
 	struct vblk_req *next_free;
 	struct virtq_elem elem; /* big: pooled, never on the stack */
@@ -93,6 +97,7 @@ struct vblk {
 	struct vblk *next; /* vm->disks */
 	char *path;
 	bool readonly;
+	unsigned int index; /* --disk order: checkpoints name disks by it */
 };
 
 static struct vblk_req *vblk_req_get(struct vblk *b)
@@ -139,6 +144,8 @@ static void vblk_done(void *opaque, int result)
 		if (r->type == VIRTIO_BLK_T_IN) {
 			st->rd_bytes += r->bytes;
 			st->rd_ops++;
+			ckpt_disk_read_done(r->blk->dev->vm, r->blk->index, r->offset, r->data,
+					    r->ndata);
 		} else if (r->type == VIRTIO_BLK_T_OUT) {
 			st->wr_bytes += r->bytes;
 			st->wr_ops++;
@@ -235,6 +242,9 @@ static int vblk_handle(struct vblk *b, struct vblk_req *r, const char **why)
 		r->bytes = e->in_len - 1;
 		if (!vblk_range_ok(b, hdr.sector, r->bytes))
 			goto ioerr;
+		r->offset = hdr.sector * 512;
+		r->data = data;
+		r->ndata = ndata;
 		ret = blk_read(b->bq, &r->req, hdr.sector * 512, data, ndata, vblk_done, r);
 		break;
 	case VIRTIO_BLK_T_OUT:
@@ -249,6 +259,7 @@ static int vblk_handle(struct vblk *b, struct vblk_req *r, const char **why)
 			goto ioerr;
 		if (!vblk_range_ok(b, hdr.sector, r->bytes))
 			goto ioerr;
+		ckpt_disk_write_begin(b->dev->vm, b->index, hdr.sector * 512, r->bytes);
 		ret = blk_write(b->bq, &r->req, hdr.sector * 512, data, ndata, vblk_done, r);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
@@ -284,6 +295,7 @@ static int vblk_handle(struct vblk *b, struct vblk_req *r, const char **why)
 		if (b->readonly || seg.num_sectors > VBLK_MAX_DISCARD_SECTORS ||
 		    !vblk_range_ok(b, seg.sector, r->bytes) || (seg.flags & ~1u))
 			goto ioerr;
+		ckpt_disk_write_begin(b->dev->vm, b->index, seg.sector * 512, r->bytes);
 		if (hdr.type == VIRTIO_BLK_T_DISCARD)
 			ret = blk_discard(b->bq, &r->req, seg.sector * 512, r->bytes, vblk_done, r);
 		else
@@ -471,6 +483,7 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 	snprintf(b->serial, sizeof(b->serial), "%.20s", dc->serial ? dc->serial : b->name);
 	b->path = strdup(dc->path);
 	b->readonly = dc->readonly;
+	b->index = index;
 	ret = blk_backend_open(&b->be, &o, &vm->mem, e);
 	if (!ret)
 		ret = blk_ring_create(&b->ring, 2 * VBLK_QUEUE_SIZE, e);
@@ -532,6 +545,7 @@ struct vblk *virtio_blk_next(struct vm *vm, struct vblk *prev, struct blk_disk_i
 	if (b && info) {
 		info->name = b->name;
 		info->path = b->path;
+		info->index = b->index;
 		info->readonly = b->readonly;
 		info->size = blk_backend_size(b->be);
 		pthread_mutex_lock(&b->dev->lock);

@@ -163,7 +163,8 @@ void elide_record(struct elide *t, uint64_t page, unsigned int disk, uint64_t bl
 	elide_record_hash(t, page, disk, block, elide_hash(data));
 }
 
-void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t len)
+void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t len,
+		      void (*before)(void *opaque, uint64_t page), void *opaque)
 {
 	uint64_t b, first, last;
 
@@ -182,6 +183,8 @@ void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t
 				continue;
 			b = k & ((1ULL << BLOCK_BITS) - 1);
 			if (b >= first && b <= last) {
+				if (before)
+					before(opaque, t->rpage[i]);
 				t->pages[t->rpage[i]].key = 0;
 				t->rkey[i] = RKEY_DEAD;
 				t->rlive--;
@@ -195,6 +198,8 @@ void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t
 
 		if (i == SIZE_MAX)
 			continue;
+		if (before)
+			before(opaque, t->rpage[i]);
 		t->pages[t->rpage[i]].key = 0;
 		t->rkey[i] = RKEY_DEAD;
 		t->rlive--;

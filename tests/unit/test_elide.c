@@ -37,10 +37,10 @@ static void test_record_lookup(void **state)
 	assert_int_equal(disk, 0);
 	assert_int_equal(block, 5);
 	/* A write to the old block must not touch the page's new mapping. */
-	elide_drop_range(&t, 1, 77 * 4096, 4096);
+	elide_drop_range(&t, 1, 77 * 4096, 4096, NULL, NULL);
 	assert_true(elide_lookup(&t, 3, page_b, &disk, &block, &hash));
 	/* A sub-block write to the new one drops it. */
-	elide_drop_range(&t, 0, 5 * 4096 + 512, 512);
+	elide_drop_range(&t, 0, 5 * 4096 + 512, 512, NULL, NULL);
 	assert_false(elide_lookup(&t, 3, page_b, &disk, &block, &hash));
 	/* Out of range pages and disks are ignored, never written. */
 	elide_record(&t, 1024, 0, 1, page_a);
@@ -61,7 +61,7 @@ static void test_one_page_per_block(void **state)
 	elide_record(&t, 2, 0, 9, page_a); /* the same block read into another page */
 	assert_false(elide_lookup(&t, 1, page_a, &disk, &block, &hash));
 	assert_true(elide_lookup(&t, 2, page_a, &disk, &block, &hash));
-	elide_drop_range(&t, 0, 9 * 4096, 1);
+	elide_drop_range(&t, 0, 9 * 4096, 1, NULL, NULL);
 	assert_false(elide_lookup(&t, 2, page_a, &disk, &block, &hash));
 	elide_destroy(&t);
 }
@@ -79,7 +79,7 @@ static void test_many(void **state)
 	for (i = 0; i < n; i++)
 		elide_record(&t, i, (unsigned int)(i % 3), i * 7, page_a);
 	for (i = 0; i < n; i += 2) /* drop the even pages' blocks */
-		elide_drop_range(&t, (unsigned int)(i % 3), i * 7 * 4096, 4096);
+		elide_drop_range(&t, (unsigned int)(i % 3), i * 7 * 4096, 4096, NULL, NULL);
 	for (i = 0; i < n; i++) {
 		bool hit = elide_lookup(&t, i, page_a, &disk, &block, &hash);
 
@@ -93,7 +93,7 @@ static void test_many(void **state)
 	for (i = 0; i < n; i++)
 		assert_true(elide_lookup(&t, i, page_a, &disk, &block, &hash));
 	/* Discard the whole of disk 2 at once. */
-	elide_drop_range(&t, 2, 0, 1ULL << 40);
+	elide_drop_range(&t, 2, 0, 1ULL << 40, NULL, NULL);
 	for (i = 0; i < n; i++) {
 		bool hit = elide_lookup(&t, i, page_a, &disk, &block, &hash);
 
