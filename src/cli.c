@@ -20,6 +20,8 @@ const char cli_main_usage[] =
 	"  events      print a VM's QMP events as JSON lines until it ends\n"
 	"  qmp         run any QMP command: qlite qmp --qmp PATH CMD [JSON-ARGS]\n"
 	"  profile     profile a running guest (qlite profile --help)\n"
+	"  snapshot    checkpoint a running VM, or load a checkpoint into it\n"
+	"              (qlite snapshot --help); restore one with qlite run --restore\n"
 	"  help        show this text\n"
 	"  version     print the version\n"
 	"\n"
@@ -27,6 +29,7 @@ const char cli_main_usage[] =
 
 const char cli_run_usage[] =
 	"Usage: qlite run --kernel FILE [options]\n"
+	"       qlite run --restore DIR [options]\n"
 	"\n"
 	"Boot a Linux kernel (x86-64 bzImage) in a KVM virtual machine. The guest's\n"
 	"first serial port (ttyS0) is this terminal; put console=ttyS0 on --cmdline.\n"
@@ -64,6 +67,15 @@ const char cli_run_usage[] =
 	"                        (on, limited to these events: instructions, cycles,\n"
 	"                        ref-cycles, branches, branch-misses, cache-references,\n"
 	"                        cache-misses, or raw 0x... KVM filter values)\n"
+	"      --restore DIR     start from the checkpoint in DIR (qlite snapshot save)\n"
+	"                        instead of booting: memory, vCPUs and devices as they\n"
+	"                        were; its configuration comes from the checkpoint, so\n"
+	"                        --kernel, --mem, --cpus and the like are refused;\n"
+	"                        --disk and --net, if given, replace the recorded ones\n"
+	"                        (same number)\n"
+	"      --restore-mode M  lazy (default: vCPUs run at once, memory is read in\n"
+	"                        on demand and in the background) or eager (all of\n"
+	"                        memory is read first)\n"
 	"  -h, --help            this text\n"
 	"\n"
 	"Options also take the --opt=value form.\n"
@@ -78,6 +90,8 @@ const char cli_run_usage[] =
 	"a kernel that fails to decompress, or 'halt'), or the VMM fails.\n";
 
 enum {
+	OPT_RESTORE = 200,
+	OPT_RESTORE_MODE,
 	OPT_NO_REBOOT = 256,
 	OPT_CONSOLE,
 	OPT_MEM_BACKEND,
@@ -120,9 +134,40 @@ static const struct option run_longopts[] = {
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "net", required_argument, NULL, OPT_NET },
 	{ "pmu", required_argument, NULL, OPT_PMU },
+	{ "restore", required_argument, NULL, OPT_RESTORE },
+	{ "restore-mode", required_argument, NULL, OPT_RESTORE_MODE },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* Options a checkpoint records, which --restore therefore refuses. */
+static const char *cli_vm_opt_name(int c, const char *arg)
+{
+	switch (c) {
+	case 'k':
+		return "--kernel";
+	case 'i':
+		return "--initrd";
+	case 'a':
+		return "--cmdline";
+	case 'm':
+		return "--mem";
+	case 'c':
+		return "--cpus";
+	case OPT_RNG:
+		return "--rng";
+	case OPT_BALLOON:
+		return "--balloon";
+	case OPT_PMU:
+		return "--pmu";
+	case OPT_MEM_BACKEND:
+		return "--mem-backend";
+	case OPT_CONSOLE:
+		return arg && !strcmp(arg, "virtio") ? "--console virtio" : NULL;
+	default:
+		return NULL;
+	}
+}
 
 static int cli_parse_mem(const char *arg, uint64_t host_mem, uint64_t *out, struct qerr *e)
 {
@@ -277,7 +322,21 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 	optind = 0; /* glibc: full re-initialisation, so tests can parse repeatedly */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":k:i:a:m:c:hS", run_longopts, NULL)) != -1) {
+		if (!o->vm_opt)
+			o->vm_opt = cli_vm_opt_name(c, optarg);
 		switch (c) {
+		case OPT_RESTORE:
+			if (!*optarg)
+				return qerr_set(e, EINVAL, "--restore needs a checkpoint directory");
+			o->restore = optarg;
+			break;
+		case OPT_RESTORE_MODE:
+			if (strcmp(optarg, "lazy") && strcmp(optarg, "eager"))
+				return qerr_set(e, EINVAL, "--restore-mode %s: expected lazy or eager",
+						optarg);
+			o->restore_eager = !strcmp(optarg, "eager");
+			o->restore_mode_given = true;
+			break;
 		case 'k':
 			o->kernel = optarg;
 			break;
@@ -383,6 +442,14 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 	}
 	if (optind < argc)
 		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (o->restore && o->vm_opt)
+		return qerr_set(e, EINVAL,
+				"%s cannot be combined with --restore: the checkpoint records the VM's configuration",
+				o->vm_opt);
+	if (o->restore_mode_given && !o->restore)
+		return qerr_set(e, EINVAL, "--restore-mode needs --restore");
+	if (o->restore)
+		return 0;
 	if (!o->kernel)
 		return qerr_set(e, EINVAL, "--kernel is required");
 	if (!*o->kernel || (o->initrd && !*o->initrd))
@@ -667,5 +734,103 @@ int cli_parse_profile(int argc, char **argv, struct profile_options *o, struct q
 		return qerr_set(e, EINVAL, "--%s needs a file name",
 				o->symbols && !*o->symbols ? "symbols" :
 				o->user_symbols && !*o->user_symbols ? "user-symbols" : "out");
+	return 0;
+}
+
+const char cli_snapshot_usage[] =
+	"Usage: qlite snapshot save --qmp PATH DIR [--stop] [--incremental] [--no-elide] [--json]\n"
+	"       qlite snapshot load --qmp PATH DIR [--mode lazy|eager] [--json]\n"
+	"\n"
+	"save: checkpoint the VM into directory DIR (created if needed): its state\n"
+	"in DIR/state.qst, its memory in DIR/memory.img (sparse). The VM pauses\n"
+	"while memory is written and then resumes. Progress goes to stderr.\n"
+	"  --stop          leave the VM paused afterwards\n"
+	"  --incremental   write only what changed since this VM's previous\n"
+	"                  checkpoint, which DIR then refers to (keep both)\n"
+	"  --no-elide      store pages read from disks as data, not as references\n"
+	"                  to the disk blocks they hold\n"
+	"  --json          print the result as one JSON object on stdout\n"
+	"\n"
+	"load: replace the running VM with the one in checkpoint DIR (QMP\n"
+	"snapshot-load). To start a new qlite from a checkpoint: qlite run --restore DIR.\n"
+	"  --mode M        lazy (default) or eager, as qlite run --restore-mode\n"
+	"\n"
+	"Exit status: 0 on success; 1 on bad options, or when the checkpoint failed\n"
+	"(the VM keeps running, or stays as it was, either way).\n";
+
+enum {
+	OPT_SNAP_STOP = 300,
+	OPT_SNAP_INCREMENTAL,
+	OPT_SNAP_NO_ELIDE,
+	OPT_SNAP_JSON,
+	OPT_SNAP_MODE,
+	OPT_SNAP_QMP,
+};
+
+static const struct option snapshot_longopts[] = {
+	{ "qmp", required_argument, NULL, OPT_SNAP_QMP },
+	{ "stop", no_argument, NULL, OPT_SNAP_STOP },
+	{ "incremental", no_argument, NULL, OPT_SNAP_INCREMENTAL },
+	{ "no-elide", no_argument, NULL, OPT_SNAP_NO_ELIDE },
+	{ "json", no_argument, NULL, OPT_SNAP_JSON },
+	{ "mode", required_argument, NULL, OPT_SNAP_MODE },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+int cli_parse_snapshot(int argc, char **argv, struct snapshot_options *o, struct qerr *e)
+{
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", snapshot_longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_SNAP_QMP:
+			o->qmp = optarg;
+			break;
+		case OPT_SNAP_STOP:
+			o->stop = true;
+			break;
+		case OPT_SNAP_INCREMENTAL:
+			o->incremental = true;
+			break;
+		case OPT_SNAP_NO_ELIDE:
+			o->no_elide = true;
+			break;
+		case OPT_SNAP_JSON:
+			o->json = true;
+			break;
+		case OPT_SNAP_MODE:
+			if (strcmp(optarg, "lazy") && strcmp(optarg, "eager"))
+				return qerr_set(e, EINVAL, "--mode %s: expected lazy or eager", optarg);
+			o->eager = !strcmp(optarg, "eager");
+			break;
+		case 'h':
+			o->help = true;
+			return 0;
+		case ':':
+			return qerr_set(e, EINVAL, "option %s needs a value", argv[optind - 1]);
+		default:
+			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return qerr_set(e, EINVAL, "save or load?");
+	o->action = argv[optind++];
+	if (strcmp(o->action, "save") && strcmp(o->action, "load"))
+		return qerr_set(e, EINVAL, "unknown action '%s': expected save or load", o->action);
+	if (optind >= argc || !*argv[optind])
+		return qerr_set(e, EINVAL, "no checkpoint directory given");
+	o->dir = argv[optind++];
+	if (optind < argc)
+		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (!o->qmp)
+		return qerr_set(e, EINVAL, "--qmp PATH is required");
+	if (!strcmp(o->action, "load") && (o->stop || o->incremental || o->no_elide))
+		return qerr_set(e, EINVAL, "--stop, --incremental and --no-elide are for save");
+	if (!strcmp(o->action, "save") && o->eager)
+		return qerr_set(e, EINVAL, "--mode is for load");
 	return 0;
 }

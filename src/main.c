@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "qlite/boot.h"
+#include "qlite/checkpoint.h"
 #include "qlite/cli.h"
 #include "qlite/client.h"
 #include "qlite/ctl.h"
@@ -85,6 +86,96 @@ static int linux_boot(struct vm *vm, void *opaque, struct qerr *e)
 	return linux_boot_setup(vm, e);
 }
 
+static int run_exit_status(enum vm_stop_reason why)
+{
+	switch (why) {
+	case VM_STOP_POWEROFF:
+	case VM_STOP_QUIT:
+		return EXIT_OK;
+	case VM_STOP_RESET: /* only returns with --no-reboot */
+		log_msg("guest reset; exiting (--no-reboot)");
+		return EXIT_OK;
+	case VM_STOP_GUEST_CRASH:
+		log_msg("guest crashed; exiting");
+		return EXIT_GUEST_CRASH;
+	default:
+		log_msg("VMM failure; exiting");
+		return EXIT_GUEST_CRASH;
+	}
+}
+
+/* qlite run --restore DIR: the VM's configuration comes from the checkpoint. */
+static int cmd_run_restore(struct run_options *o)
+{
+	struct json_object *store = NULL;
+	struct ctl_config cfg;
+	struct ctl *ctl;
+	struct qerr e = { 0 };
+	enum vm_stop_reason why;
+	int sfd, ret;
+
+	memset(&cfg, 0, sizeof(cfg));
+	if (ckpt_read_config(o->restore, &cfg.vm, &store, &e)) {
+		fprintf(stderr, "qlite run: %s\n", e.msg);
+		return EXIT_SETUP;
+	}
+	/* Disks and NICs may have moved: given again, they replace the recorded ones. */
+	if (o->ndisks) {
+		if (o->ndisks != cfg.vm.ndisks) {
+			fprintf(stderr,
+				"qlite run: the checkpoint has %u disk(s); --disk was given %u time(s)\n",
+				cfg.vm.ndisks, o->ndisks);
+			ckpt_config_free(store);
+			return EXIT_SETUP;
+		}
+		cfg.vm.disks = o->disks;
+	}
+	if (o->nnets) {
+		if (o->nnets != cfg.vm.nnets) {
+			fprintf(stderr,
+				"qlite run: the checkpoint has %u NIC(s); --net was given %u time(s)\n",
+				cfg.vm.nnets, o->nnets);
+			ckpt_config_free(store);
+			return EXIT_SETUP;
+		}
+		cfg.vm.nets = o->nets;
+	}
+	for (unsigned int i = 0; i < cfg.vm.nnets; i++) {
+		if (!cfg.vm.nets[i].tap && cfg.vm.nets[i].fd < 0) {
+			fprintf(stderr,
+				"qlite run: NIC %u was on an inherited tap fd: give it again with --net\n",
+				i);
+			ckpt_config_free(store);
+			return EXIT_SETUP;
+		}
+	}
+	if (o->no_reboot)
+		cfg.vm.no_reboot = true;
+	sfd = signals_setup();
+	cfg.vm.console_in = o->console ? STDIN_FILENO : -1;
+	cfg.vm.console_out = o->console ? STDOUT_FILENO : -1;
+	cfg.start_paused = o->paused;
+	cfg.boot = linux_boot;
+	cfg.qmp = o->qmp;
+	cfg.name = o->name;
+	cfg.restore_dir = o->restore;
+	cfg.restore_mode = o->restore_eager ? CKPT_RESTORE_EAGER : CKPT_RESTORE_LAZY;
+	ret = ctl_create(&cfg, &ctl, &e);
+	if (ret) {
+		fprintf(stderr, "qlite run: %s\n", e.msg);
+		ckpt_config_free(store);
+		return EXIT_SETUP;
+	}
+	if (sfd >= 0)
+		ctl_watch_signals(ctl, sfd);
+	if (o->console)
+		tty_make_raw();
+	why = ctl_run(ctl);
+	ctl_destroy(ctl);
+	ckpt_config_free(store);
+	return run_exit_status(why);
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct run_options o;
@@ -108,6 +199,8 @@ static int cmd_run(int argc, char **argv)
 		fputs(cli_run_usage, stdout);
 		return EXIT_OK;
 	}
+	if (o.restore)
+		return cmd_run_restore(&o);
 	if (access(o.kernel, R_OK) < 0) {
 		fprintf(stderr, "qlite run: cannot read kernel %s: %s\n", o.kernel,
 			strerror(errno));
@@ -155,20 +248,7 @@ static int cmd_run(int argc, char **argv)
 		tty_make_raw();
 	why = ctl_run(ctl);
 	ctl_destroy(ctl);
-	switch (why) {
-	case VM_STOP_POWEROFF:
-	case VM_STOP_QUIT:
-		return EXIT_OK;
-	case VM_STOP_RESET: /* only returns with --no-reboot */
-		log_msg("guest reset; exiting (--no-reboot)");
-		return EXIT_OK;
-	case VM_STOP_GUEST_CRASH:
-		log_msg("guest crashed; exiting");
-		return EXIT_GUEST_CRASH;
-	default:
-		log_msg("VMM failure; exiting");
-		return EXIT_GUEST_CRASH;
-	}
+	return run_exit_status(why);
 }
 
 static int cmd_client(int argc, char **argv)
@@ -203,6 +283,22 @@ static int cmd_profile(int argc, char **argv)
 	return profile_client_run(&o);
 }
 
+static int cmd_snapshot(int argc, char **argv)
+{
+	struct snapshot_options o;
+	struct qerr e = { 0 };
+
+	if (cli_parse_snapshot(argc, argv, &o, &e)) {
+		fprintf(stderr, "qlite snapshot: %s\n(see qlite snapshot --help)\n", e.msg);
+		return EXIT_SETUP;
+	}
+	if (o.help) {
+		fputs(cli_snapshot_usage, stdout);
+		return EXIT_OK;
+	}
+	return snapshot_client_run(&o);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -215,6 +311,8 @@ int main(int argc, char **argv)
 		return cmd_client(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "profile"))
 		return cmd_profile(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "snapshot"))
+		return cmd_snapshot(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(cli_main_usage, stdout);
 		return EXIT_OK;

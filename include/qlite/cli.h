@@ -40,6 +40,11 @@ struct run_options {
 	unsigned int nnets;
 	char *net_specs[CLI_MAX_NETS];
 	struct vpmu_config pmu; /* --pmu */
+	const char *restore; /* --restore DIR */
+	bool restore_eager; /* --restore-mode eager */
+	bool restore_mode_given;
+	/* The first option given that shapes the VM (which --restore takes from the checkpoint). */
+	const char *vm_opt;
 };
 
 /* `qlite status|pause|resume|powerdown|quit|events|qmp --qmp PATH [--json]` */
@@ -80,6 +85,16 @@ int cli_parse_profile(int argc, char **argv, struct profile_options *o, struct q
 /* "10s", "500ms", "2m", "1h", or seconds ("10"). */
 int cli_parse_duration(const char *s, uint64_t *ns);
 extern const char cli_profile_usage[];
+/* `qlite snapshot save|load --qmp PATH DIR [...]` */
+struct snapshot_options {
+	const char *action; /* "save" or "load" */
+	const char *qmp;
+	const char *dir;
+	bool stop, incremental, no_elide, json, eager, help;
+};
+
+int cli_parse_snapshot(int argc, char **argv, struct snapshot_options *o, struct qerr *e);
+extern const char cli_snapshot_usage[];
 bool cli_is_client_command(const char *name);
 extern const char cli_client_usage[];
 

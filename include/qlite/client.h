@@ -44,5 +44,8 @@ int qmp_conn_wait(struct qmp_conn *c, int timeout_ms, struct qerr *e);
 int client_run(const struct client_options *o);
 /* `qlite profile`; returns the exit status. */
 int profile_client_run(const struct profile_options *o);
+struct snapshot_options;
+/* `qlite snapshot`; returns the exit status. */
+int snapshot_client_run(const struct snapshot_options *o);
 
 #endif

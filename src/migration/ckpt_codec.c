@@ -98,9 +98,13 @@ int ram_map_decode(struct ram_map *m, const uint8_t *buf, size_t len, struct qer
 		return qerr_set(e, -ret, "ram: cannot hold a map of %llu pages",
 				(unsigned long long)npages);
 	scur_get(&c, m->id, CKPT_ID_LEN);
-	m->has_parent = scur_u8(&c);
-	if (m->has_parent > 1)
-		goto bad;
+	{
+		uint8_t hp = scur_u8(&c);
+
+		if (hp > 1)
+			goto bad;
+		m->has_parent = hp;
+	}
 	if (m->has_parent) {
 		scur_get(&c, m->parent_id, CKPT_ID_LEN);
 		if (!scur_str(&c, m->parent_dir, sizeof(m->parent_dir)) || !m->parent_dir[0])
