@@ -59,6 +59,20 @@ static void ctl_on_liveness(void *opaque, uint32_t events)
 		vm_request_stop(c->vm, VM_STOP_GUEST_CRASH);
 }
 
+/* A lazy restore could not read guest memory: the guest cannot go on. */
+static void ctl_on_restore_error(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	struct qerr e = { 0 };
+
+	(void)events;
+	loop_del(c->loop, c->restore_err_fd);
+	c->restore_err_fd = -1;
+	ckpt_restore_error(c->vm, &e);
+	log_msg("restore failed: %s", e.msg[0] ? e.msg : "guest memory cannot be read");
+	vm_request_stop(c->vm, VM_STOP_ERROR);
+}
+
 static int ctl_build_vm(struct ctl *c, struct qerr *e)
 {
 	int ret;
@@ -71,10 +85,14 @@ static int ctl_build_vm(struct ctl *c, struct qerr *e)
 		/* Only the first VM: a guest reset after a restore boots afresh. */
 		ret = ckpt_restore(c->vm, c->cfg.restore_dir, c->cfg.restore_mode, e);
 		c->restore_pending = false;
-	} else if (!c->cfg.vm.kernel) {
+		c->restore_err_fd = ret ? -1 : ckpt_restore_error_fd(c->vm);
+		if (c->restore_err_fd >= 0 &&
+		    loop_add(c->loop, c->restore_err_fd, EPOLLIN, ctl_on_restore_error, c))
+			c->restore_err_fd = -1;
+	} else if (!c->cfg.boot) {
 		ret = qerr_set(e, ENOENT, "no kernel to boot (the checkpoint recorded none)");
 	} else {
-		ret = c->cfg.boot ? c->cfg.boot(c->vm, c->cfg.boot_opaque, e) : 0;
+		ret = c->cfg.boot(c->vm, c->cfg.boot_opaque, e);
 	}
 	if (!ret) {
 		ret = loop_add(c->loop, c->vm->stop_efd, EPOLLIN, ctl_on_vm_stop, c);
@@ -100,6 +118,10 @@ static void ctl_destroy_vm(struct ctl *c)
 	if (c->snap) {
 		c->snap_was_running = false; /* the VM is going: nothing to resume */
 		ctl_snapshot_end(c);
+	}
+	if (c->restore_err_fd >= 0) {
+		loop_del(c->loop, c->restore_err_fd);
+		c->restore_err_fd = -1;
 	}
 	ctl_profile_end(c, "vm-stopped"); /* before the vCPUs it is attached to go */
 	loop_del(c->loop, c->vm->stop_efd);
@@ -190,6 +212,7 @@ int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 	c->liveness_fd = -1;
 	c->prof_timer_fd = -1;
 	c->snap_timer_fd = -1;
+	c->restore_err_fd = -1;
 	c->restore_pending = cfg->restore_dir != NULL;
 	c->state = cfg->start_paused ? RUN_PRELAUNCH : RUN_RUNNING;
 	ret = loop_create(&c->loop);

@@ -155,7 +155,7 @@ static int cmd_run_restore(struct run_options *o)
 	cfg.vm.console_in = o->console ? STDIN_FILENO : -1;
 	cfg.vm.console_out = o->console ? STDOUT_FILENO : -1;
 	cfg.start_paused = o->paused;
-	cfg.boot = linux_boot;
+	cfg.boot = cfg.vm.kernel ? linux_boot : NULL; /* a reset boots the recorded kernel */
 	cfg.qmp = o->qmp;
 	cfg.name = o->name;
 	cfg.restore_dir = o->restore;

@@ -95,6 +95,13 @@ void ckpt_config_free(struct json_object *store);
  */
 int ckpt_restore(struct vm *vm, const char *dir, enum ckpt_restore_mode mode, struct qerr *e);
 void ckpt_restore_stats(struct vm *vm, struct ckpt_restore_stats *st);
+/*
+ * A lazy restore that cannot read a page (the memory file or a disk went
+ * bad) cannot let the guest go on: this fd becomes readable then (-1 when
+ * no lazy restore runs), and ckpt_restore_error() says what happened.
+ */
+int ckpt_restore_error_fd(struct vm *vm);
+int ckpt_restore_error(struct vm *vm, struct qerr *e);
 /* Called once the vCPUs started, for the restore's time-to-running figure. */
 void ckpt_restore_started(struct vm *vm);
 

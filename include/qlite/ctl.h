@@ -81,6 +81,7 @@ struct ctl {
 	bool restore_pending; /* the next VM build loads cfg.restore_dir */
 	struct json_object *restore_cfg; /* a snapshot-load's configuration */
 	const char *restore_load_dir;
+	int restore_err_fd; /* a lazy restore's failure (checkpoint.h) */
 };
 
 int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e);

@@ -731,10 +731,24 @@ void ckpt_restore_stats(struct vm *vm, struct ckpt_restore_stats *st)
 			rs->done_ns = time_now_ns();
 	}
 	st->faults = ls.faults;
-	st->prefetched = ls.prefetched;
+	st->prefetched = ls.prefetch_pages;
 	st->fault_p50_ns = ls.fault_p50_ns;
 	st->fault_p99_ns = ls.fault_p99_ns;
 	st->done = rs->mode == CKPT_RESTORE_EAGER || !rs->lazy || ls.done;
 	if (rs->done_ns)
 		st->total_ns = rs->done_ns - rs->start_ns;
+}
+
+int ckpt_restore_error_fd(struct vm *vm)
+{
+	struct ckpt_restore *rs = vm && vm->ckpt ? vm->ckpt->rs : NULL;
+
+	return rs && rs->lazy ? uffd_lazy_error_fd(rs->lazy) : -1;
+}
+
+int ckpt_restore_error(struct vm *vm, struct qerr *e)
+{
+	struct ckpt_restore *rs = vm && vm->ckpt ? vm->ckpt->rs : NULL;
+
+	return rs && rs->lazy ? uffd_lazy_error(rs->lazy, e) : 0;
 }

@@ -376,6 +376,56 @@ static void test_exit_loop(volatile uint64_t *shared)
 	shared[EXIT_LOOP_CYCLES] = rdtsc() - t0;
 }
 
+static void serial_puts(const char *s)
+{
+	while (*s)
+		serial_putc(*s++);
+}
+
+static void serial_puthex(uint64_t v)
+{
+	char buf[17];
+	int i;
+
+	for (i = 15; i >= 0; i--, v >>= 4)
+		buf[i] = "0123456789abcdef"[v & 15];
+	buf[16] = 0;
+	serial_puts(buf);
+}
+
+/*
+ * Deterministic work over a large buffer: a checkpoint taken between
+ * rounds, restored in another process, must end with the same RESULT.
+ */
+static void test_ckpt_sum(volatile uint64_t *shared)
+{
+	uint64_t *buf = (uint64_t *)CK_BUF, n = CK_BUF_SIZE / 8, i, x = 0x9e3779b97f4a7c15ULL;
+	uint64_t sum = 0;
+	unsigned int round;
+
+	for (i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		buf[i] = (i / 512) % 8 == 3 ? 0 : x;
+	}
+	for (round = 0; round < CK_ROUNDS; round++) {
+		for (i = 0; i < n; i++) {
+			if ((i / 512) % 8 == 3)
+				continue;
+			buf[i] = buf[i] * 6364136223846793005ULL + round + 1;
+			sum = (sum << 7 | sum >> 57) ^ buf[i];
+		}
+		shared[CK_ROUND] = round + 1;
+		serial_puts("round ");
+		serial_puthex(round + 1);
+		serial_puts("\n");
+	}
+	serial_puts("RESULT ");
+	serial_puthex(sum);
+	serial_puts("\n");
+}
+
 void guest_entry(uint64_t test, uint64_t cpu);
 
 void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, uint64_t cpu)
@@ -424,6 +474,9 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 				__asm__ volatile("cli; hlt");
 		while (cw_stopped < shared[CW_STOP])
 			__asm__ volatile("pause");
+		break;
+	case GT_CKPT_SUM:
+		test_ckpt_sum(shared);
 		break;
 	default:
 		ucall(UC_FAIL, 0);

@@ -22,7 +22,18 @@ enum guest_test {
 	GT_PROFILE_SPLIT, /* known 70/30 split between two functions, plus halted time */
 	GT_EXIT_LOOP, /* shared[EXIT_LOOP_COUNT] PIO exits to the test device */
 	GT_CPU_WORK, /* pure CPU work, no exits: progress in shared[CW_PROGRESS(cpu)] */
+	GT_CKPT_SUM, /* rounds of rewriting and checksumming 24 MiB; "RESULT x" on COM1 */
 };
+
+/*
+ * GT_CKPT_SUM: the buffer, its size, the shared[] slot counting finished
+ * rounds and the number of rounds. One page in eight stays zero, so a
+ * checkpoint has zero pages to skip.
+ */
+#define CK_BUF 0x800000ULL
+#define CK_BUF_SIZE (24ULL << 20)
+#define CK_ROUND 40
+#define CK_ROUNDS 12
 
 /*
  * GT_PROFILE_SPLIT's shared page: the host sets [PS_STOP]; the guest keeps

@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Checkpoint/restore end to end: a guest rewriting and checksumming 24 MiB
+ * is checkpointed mid-run over QMP (snapshot-save, stop), the VM quits, and
+ * `qlite run --restore` in a new process finishes the work, eagerly and
+ * lazily, with the same RESULT as an uninterrupted run. Then damaged
+ * checkpoints (a flipped byte, a truncated stream, a short memory file, a
+ * missing file) must each be refused with a message and exit status 1.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "qlite/client.h"
+
+#define MEM (128ULL << 20)
+
+static int failures;
+static char tmpdir[] = "/tmp/qlite-ckpt-XXXXXX";
+
+/* "RESULT x" from console output; false if there is none. */
+static bool find_result(const char *out, char *res, size_t len)
+{
+	const char *p = out ? strstr(out, "RESULT ") : NULL;
+
+	if (!p)
+		return false;
+	p += 7;
+	snprintf(res, len, "%.16s", p);
+	return strlen(res) == 16;
+}
+
+struct driver {
+	struct ktest *t;
+	const char *sock;
+	const char *dir;
+	bool completed;
+	uint64_t round_at_ckpt;
+	struct json_object *stats;
+};
+
+static void on_event(void *opaque, struct json_object *ev)
+{
+	struct driver *d = opaque;
+	struct json_object *name, *data;
+
+	if (!json_object_object_get_ex(ev, "event", &name) ||
+	    strcmp(json_object_get_string(name), "SNAPSHOT_COMPLETED"))
+		return;
+	d->completed = true;
+	if (json_object_object_get_ex(ev, "data", &data))
+		d->stats = json_object_get(data);
+}
+
+static void *drive(void *arg)
+{
+	struct driver *d = arg;
+	struct qmp_conn q = { .fd = -1 };
+	struct json_object *args, *r;
+	struct qerr e = { 0 };
+	bool qerr_flag = false;
+	int i;
+
+	if (qmp_conn_open(&q, d->sock, &e)) {
+		fprintf(stderr, "FAIL qmp: %s\n", e.msg);
+		failures++;
+		return NULL;
+	}
+	q.on_event = on_event;
+	q.opaque = d;
+	/* Mid-run: some rounds done, most still to come. A hang guard, not timing. */
+	for (i = 0; i < 20000 && __atomic_load_n(&ktest_shared(d->t)[CK_ROUND], __ATOMIC_RELAXED) < 3;
+	     i++)
+		usleep(1000);
+	args = json_object_new_object();
+	json_object_object_add(args, "dir", json_object_new_string(d->dir));
+	json_object_object_add(args, "stop", json_object_new_boolean(true));
+	r = qmp_conn_execute(&q, "snapshot-save", args, &qerr_flag, &e);
+	json_object_put(args);
+	if (!r) {
+		fprintf(stderr, "FAIL snapshot-save: %s\n", e.msg);
+		failures++;
+	}
+	json_object_put(r);
+	d->round_at_ckpt = ktest_shared(d->t)[CK_ROUND];
+	for (i = 0; r && i < 600 && !d->completed; i++)
+		qmp_conn_wait(&q, 100, &e);
+	CHECK(d->completed);
+	/* A second save while paused must be consistent too; then leave. */
+	r = qmp_conn_execute(&q, "quit", NULL, &qerr_flag, &e);
+	json_object_put(r);
+	qmp_conn_close(&q);
+	return NULL;
+}
+
+/* Run qlite with @argv; its stdout in *@out (malloc()ed); returns the exit status. */
+static int run_qlite(char *const argv[], char **out, char **err)
+{
+	int po[2], pe[2], status = -1;
+	pid_t pid;
+	size_t len = 0, elen = 0, cap = 1 << 16, ecap = 1 << 14;
+	char *buf = malloc(cap), *ebuf = malloc(ecap);
+
+	if (pipe(po) || pipe(pe))
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_RDONLY);
+
+		dup2(null, 0);
+		dup2(po[1], 1);
+		dup2(pe[1], 2);
+		alarm(120); /* a hang guard */
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(po[1]);
+	close(pe[1]);
+	for (;;) {
+		ssize_t n = read(po[0], buf + len, cap - len - 1);
+
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (cap - len < 4096)
+			buf = realloc(buf, cap *= 2);
+	}
+	for (;;) {
+		ssize_t n = read(pe[0], ebuf + elen, ecap - elen - 1);
+
+		if (n <= 0)
+			break;
+		elen += (size_t)n;
+		if (ecap - elen < 1024)
+			ebuf = realloc(ebuf, ecap *= 2);
+	}
+	buf[len] = 0;
+	ebuf[elen] = 0;
+	close(po[0]);
+	close(pe[0]);
+	waitpid(pid, &status, 0);
+	*out = buf;
+	*err = ebuf;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void copy_file(const char *from, const char *to, long truncate_to)
+{
+	char cmd[1024];
+
+	snprintf(cmd, sizeof(cmd), "cp --sparse=always '%s' '%s'", from, to);
+	CHECK(system(cmd) == 0);
+	if (truncate_to >= 0)
+		CHECK(truncate(to, truncate_to) == 0);
+}
+
+/* A damaged copy of the checkpoint must be refused, naming what is wrong. */
+static void expect_refused(const char *qlite, const char *dir, const char *what,
+			   const char *needle)
+{
+	char *argv[] = { (char *)qlite, "run", "--restore", (char *)dir, "--console", "stdio",
+			 NULL };
+	char *out, *err;
+	int rc = run_qlite(argv, &out, &err);
+
+	if (rc != 1 || !strstr(err, needle) || strstr(out, "RESULT")) {
+		fprintf(stderr, "FAIL %s: exit %d, stderr '%s' (wanted '%s')\n", what, rc, err,
+			needle);
+		failures++;
+	} else {
+		printf("refused (%s): %s", what, err);
+	}
+	free(out);
+	free(err);
+}
+
+int main(void)
+{
+	const char *qlite = getenv("QLITE_BIN");
+	char sock[256], dir[256], bad[256], path[512], ref[32] = "", res[32];
+	struct ktest t;
+	struct driver d = { 0 };
+	pthread_t th;
+	char *out;
+	int ret;
+	const char *modes[] = { "eager", "lazy" };
+	unsigned int m;
+
+	if (!qlite || !mkdtemp(tmpdir)) {
+		fprintf(stderr, "QLITE_BIN is not set (run through meson test)\n");
+		return 1;
+	}
+	/* 1. The uninterrupted run. */
+	ret = ktest_create(&t, 1, MEM);
+	if (ret == KTEST_SKIP)
+		return KTEST_SKIP;
+	CHECK(ret == 0 && ktest_start(&t, GT_CKPT_SUM) == 0);
+	CHECK(ktest_run(&t, 120) == VM_STOP_POWEROFF);
+	out = ktest_console(&t);
+	CHECK(find_result(out, ref, sizeof(ref)));
+	printf("uninterrupted: RESULT %s\n", ref);
+	free(out);
+	ktest_destroy(&t);
+
+	/* 2. Checkpointed mid-run, then the VM quits. */
+	snprintf(sock, sizeof(sock), "%s/qmp.sock", tmpdir);
+	snprintf(dir, sizeof(dir), "%s/ckpt", tmpdir);
+	CHECK(ktest_create(&t, 1, MEM) == 0);
+	{
+		static char spec[300];
+
+		snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", sock);
+		t.qmp = spec;
+	}
+	CHECK(ktest_start(&t, GT_CKPT_SUM) == 0);
+	d.t = &t;
+	d.sock = sock;
+	d.dir = dir;
+	pthread_create(&th, NULL, drive, &d);
+	ktest_run(&t, 120);
+	pthread_join(th, NULL);
+	out = ktest_console(&t);
+	CHECK(!strstr(out, "RESULT")); /* it really was stopped mid-run */
+	free(out);
+	ktest_destroy(&t);
+	printf("checkpoint after round %llu: %s\n", (unsigned long long)d.round_at_ckpt,
+	       d.stats ? json_object_to_json_string(d.stats) : "(no stats)");
+	CHECK(d.round_at_ckpt >= 3 && d.round_at_ckpt < CK_ROUNDS);
+	if (d.stats) {
+		struct json_object *pages, *v;
+
+		CHECK(json_object_object_get_ex(d.stats, "pages", &pages));
+		/* 24 MiB of data with one page in eight zero, in 128 MiB of RAM. */
+		CHECK(json_object_object_get_ex(pages, "data", &v) &&
+		      json_object_get_int64(v) >= (int64_t)(CK_BUF_SIZE / 4096 * 7 / 8));
+		CHECK(json_object_object_get_ex(pages, "zero", &v) &&
+		      json_object_get_int64(v) >= (int64_t)(MEM / 4096 / 2));
+		json_object_put(d.stats);
+	}
+
+	/* 3. Restored in new processes, eagerly and lazily. */
+	for (m = 0; m < ARRAY_SIZE(modes); m++) {
+		char *argv[] = { (char *)qlite, "run",	      "--restore", dir, "--restore-mode",
+				 (char *)modes[m], "--console", "stdio",     NULL };
+		char *err;
+		int rc = run_qlite(argv, &out, &err);
+
+		if (rc != 0 || !find_result(out, res, sizeof(res)) || strcmp(res, ref)) {
+			fprintf(stderr, "FAIL restore (%s): exit %d, RESULT '%s' vs '%s'\n%s\n%s\n",
+				modes[m], rc, find_result(out, res, sizeof(res)) ? res : "(none)", ref,
+				out, err);
+			failures++;
+		} else {
+			printf("restored (%s): RESULT %s, as uninterrupted\n", modes[m], res);
+		}
+		/* It continued: the first round it reports is the one after the checkpoint. */
+		{
+			char want[64];
+
+			snprintf(want, sizeof(want), "round %016llx",
+				 (unsigned long long)d.round_at_ckpt + 1);
+			CHECK(strncmp(out, want, strlen(want)) == 0);
+		}
+		free(out);
+		free(err);
+	}
+
+	/* 4. Damaged checkpoints: refused, nothing runs. */
+	snprintf(bad, sizeof(bad), "%s/bad", tmpdir);
+	mkdir(bad, 0755);
+	snprintf(path, sizeof(path), "%s/%s", bad, CKPT_MEMORY_FILE);
+	{
+		char src[512];
+
+		snprintf(src, sizeof(src), "%s/%s", dir, CKPT_MEMORY_FILE);
+		copy_file(src, path, -1);
+		snprintf(src, sizeof(src), "%s/%s", dir, CKPT_STATE_FILE);
+		snprintf(path, sizeof(path), "%s/%s", bad, CKPT_STATE_FILE);
+		copy_file(src, path, -1);
+		/* A flipped byte in the middle of the stream. */
+		{
+			int fd = open(path, O_RDWR);
+			struct stat st;
+			uint8_t b;
+
+			fstat(fd, &st);
+			pread(fd, &b, 1, st.st_size / 2);
+			b ^= 0x40;
+			pwrite(fd, &b, 1, st.st_size / 2);
+			close(fd);
+		}
+		expect_refused(qlite, bad, "flipped byte", "corrupt");
+		copy_file(src, path, 100);
+		expect_refused(qlite, bad, "truncated stream", "truncated");
+		copy_file(src, path, -1);
+		snprintf(src, sizeof(src), "%s/%s", bad, CKPT_MEMORY_FILE);
+		CHECK(truncate(src, 4096) == 0);
+		expect_refused(qlite, bad, "short memory file", "memory.img");
+		unlink(src);
+		expect_refused(qlite, bad, "missing memory file", "memory.img");
+	}
+	snprintf(path, sizeof(path), "rm -rf '%s'", tmpdir);
+	if (system(path))
+		fprintf(stderr, "cannot remove %s\n", tmpdir);
+	printf("%s\n", failures ? "FAILED" : "ok");
+	return failures ? 1 : 0;
+}
