@@ -360,6 +360,27 @@ int vm_add_device(struct vm *vm, const struct device_class *cls, void *opaque)
 	return 0;
 }
 
+int vm_check_savable(struct vm *vm, struct qerr *e)
+{
+	const struct device *d;
+
+	/* vm_add_device refused such classes already; a save checks again. */
+	for (d = vm->devices; d; d = d->next) {
+		const struct device_class *c = d->cls;
+		const char *name = c && c->name ? c->name : "(unnamed)";
+
+		if (!c || (!c->state && !c->stateless))
+			return qerr_set(e, EINVAL,
+					"device %s declares no state description; save refused",
+					name);
+		if (device_class_check(c))
+			return qerr_set(e, EINVAL,
+					"device %s has an invalid state description; save refused",
+					name);
+	}
+	return 0;
+}
+
 static int vm_create_devices(struct vm *vm, struct qerr *e)
 {
 	int ret;

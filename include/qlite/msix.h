@@ -56,6 +56,11 @@ bool msix_enabled(struct msix *m);
 void msix_notify(struct msix *m, unsigned int vector);
 /* Back to power-on state (disabled, all vectors masked). */
 void msix_reset(struct msix *m);
+/*
+ * Loaded entries/PBA must be ones the device can reach: nothing beyond its
+ * vectors, no control bits but the mask bit. 0 or -EINVAL.
+ */
+int msix_state_check(const struct msix *m);
 /* Entries/PBA/capability were loaded from saved state: route what is live. */
 void msix_state_loaded(struct msix *m);
 

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "qlite/device.h"
 #include "qlite/mem.h"
 #include "qlite/msix.h"
 #include "qlite/pci.h"
@@ -116,6 +117,12 @@ struct virtio_dev_ops {
 	unsigned int nqueues;
 	uint16_t queue_size;
 	uint64_t features; /* device-specific; the transport adds the generic ones */
+	/*
+	 * The device model's own state (over priv) or its statelessness,
+	 * registered right after the transport. Lifecycle hooks stay NULL:
+	 * the transport drives the model through these ops and frees priv.
+	 */
+	const struct device_class *cls;
 	unsigned int config_size;
 	void (*config_read)(struct virtio_dev *d, unsigned int off, uint8_t *data,
 			    unsigned int len);
@@ -126,7 +133,11 @@ struct virtio_dev_ops {
 	/* Driver status reached DRIVER_OK / device reset (main thread, lock held). */
 	int (*activate)(struct virtio_dev *d);
 	void (*reset)(struct virtio_dev *d);
-	/* Pause: stop submitting and drain (main thread, lock not held). */
+	/*
+	 * Pause: stop submitting and drain (main thread, lock not held). On
+	 * return no request may stay popped: complete it, or give it back to
+	 * the ring (saved state never holds one). Queue work is already off.
+	 */
 	int (*quiesce)(struct virtio_dev *d);
 	void (*resume)(struct virtio_dev *d);
 	void (*unrealize)(struct virtio_dev *d);
@@ -151,6 +162,7 @@ struct virtio_dev {
 	pthread_mutex_t lock; /* transport registers (vCPUs) vs queue work (main) */
 	bool broken;
 	bool reset_pending; /* status 0 written; the main thread finishes it */
+	bool quiesced; /* paused: no queue work until resume (which re-kicks) */
 	int reset_efd;
 	struct ratelimit rl;
 

@@ -103,6 +103,11 @@ struct vm {
 int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e);
 void vm_destroy(struct vm *vm);
 int vm_add_device(struct vm *vm, const struct device_class *cls, void *opaque);
+/*
+ * Before a save pauses anything: -EINVAL, naming the device, if any device's
+ * class declares neither a state description nor statelessness.
+ */
+int vm_check_savable(struct vm *vm, struct qerr *e);
 /* Start the vCPU threads, running or parked (-S). */
 int vm_start(struct vm *vm, bool paused);
 /* Called from any thread: record why and make every vCPU exit. */

@@ -231,6 +231,21 @@ void msix_reset(struct msix *m)
 	pthread_mutex_unlock(&m->lock);
 }
 
+int msix_state_check(const struct msix *m)
+{
+	static const struct msix_entry unused;
+	unsigned int v;
+
+	for (v = 0; v < MSIX_MAX_VECTORS; v++)
+		if (v < m->nvec ? m->entry[v].ctrl & ~MSIX_VEC_MASKED :
+				  !!memcmp(&m->entry[v], &unused, sizeof(unused)))
+			return -EINVAL;
+	for (v = m->nvec; v < 64 * ARRAY_SIZE(m->pba); v++)
+		if (m->pba[v / 64] & (1ULL << (v % 64)))
+			return -EINVAL;
+	return 0;
+}
+
 void msix_state_loaded(struct msix *m)
 {
 	unsigned int v;
@@ -240,6 +255,7 @@ void msix_state_loaded(struct msix *m)
 		m->entry[v].ctrl &= MSIX_VEC_MASKED;
 		if (!msix_masked(m, v))
 			msix_route(m, v);
+		msix_deliver_pending(m, v); /* latched before the save, unmasked now */
 	}
 	pthread_mutex_unlock(&m->lock);
 }

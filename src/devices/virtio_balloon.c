@@ -30,13 +30,31 @@ struct balloon_config {
 struct virtio_balloon {
 	struct virtio_dev *dev;
 	struct balloon_config cfg;
-	enum balloon_queue role[VIRTIO_MAX_QUEUES]; /* by negotiated features */
 	bool stats_pending; /* we hold the driver's stats buffer */
 	struct virtq_elem stats_elem;
 	struct balloon_stats stats;
 	uint64_t stats_updated_ns;
 	struct virtq_elem elem;
 };
+
+/* Queues are numbered densely over the features the driver accepted. */
+static enum balloon_queue balloon_role(struct virtio_dev *d, unsigned int q)
+{
+	unsigned int n = 2;
+
+	if (q < n)
+		return q == 0 ? BQ_INFLATE : BQ_DEFLATE;
+	if (virtio_has_feature(d, VIRTIO_BALLOON_F_STATS_VQ) && q == n++)
+		return BQ_STATS;
+	if (virtio_has_feature(d, VIRTIO_BALLOON_F_REPORTING) && q == n)
+		return BQ_REPORTING;
+	return BQ_NONE;
+}
+
+static int balloon_stats_queue(struct virtio_dev *d)
+{
+	return virtio_has_feature(d, VIRTIO_BALLOON_F_STATS_VQ) ? 2 : -1;
+}
 
 static void balloon_pfns(struct virtio_balloon *b, struct virtq_elem *e, bool inflate)
 {
@@ -112,12 +130,21 @@ static void balloon_stats_parse(struct virtio_balloon *b, struct virtq_elem *e)
 static void balloon_queue_notify(struct virtio_dev *d, unsigned int q)
 {
 	struct virtio_balloon *b = d->priv;
+	enum balloon_queue role = balloon_role(d, q);
 	struct virtq *vq = &d->vq[q];
 	const char *why;
 	int ret;
 
-	if (b->role[q] == BQ_STATS) {
-		/* The driver hands its stats buffer over; keep it until we want more. */
+	if (role == BQ_STATS) {
+		/*
+		 * The driver hands its stats buffer over; keep it until we want
+		 * more. We hold one at most: a second one returns the first.
+		 */
+		if (b->stats_pending && vq_has_work(vq)) {
+			vq_push(vq, &b->stats_elem, 0);
+			b->stats_pending = false;
+			virtio_notify(d, q);
+		}
 		ret = vq_pop(vq, &b->stats_elem, &why);
 		if (ret == 1) {
 			balloon_stats_parse(b, &b->stats_elem);
@@ -128,7 +155,7 @@ static void balloon_queue_notify(struct virtio_dev *d, unsigned int q)
 		return;
 	}
 	while ((ret = vq_pop(vq, &b->elem, &why)) == 1) {
-		switch (b->role[q]) {
+		switch (role) {
 		case BQ_INFLATE:
 			balloon_pfns(b, &b->elem, true);
 			break;
@@ -148,20 +175,10 @@ static void balloon_queue_notify(struct virtio_dev *d, unsigned int q)
 	virtio_notify(d, q);
 }
 
-/* Queues are numbered densely over the features the driver accepted. */
 static int balloon_activate(struct virtio_dev *d)
 {
 	struct virtio_balloon *b = d->priv;
-	unsigned int q = 0;
 
-	for (unsigned int i = 0; i < VIRTIO_MAX_QUEUES; i++)
-		b->role[i] = BQ_NONE;
-	b->role[q++] = BQ_INFLATE;
-	b->role[q++] = BQ_DEFLATE;
-	if (virtio_has_feature(d, VIRTIO_BALLOON_F_STATS_VQ))
-		b->role[q++] = BQ_STATS;
-	if (virtio_has_feature(d, VIRTIO_BALLOON_F_REPORTING))
-		b->role[q++] = BQ_REPORTING;
 	b->stats_pending = false;
 	return 0;
 }
@@ -187,11 +204,73 @@ static void balloon_config_write(struct virtio_dev *d, unsigned int off, const u
 {
 	struct virtio_balloon *b = d->priv;
 
-	/* Only "actual" is the driver's to write. */
+	struct balloon_config cfg = b->cfg;
+
+	/* Only "actual" is the driver's to write, and never beyond RAM. */
 	if (off >= offsetof(struct balloon_config, actual) &&
-	    off + len <= offsetof(struct balloon_config, actual) + 4)
-		memcpy((uint8_t *)&b->cfg + off, data, len);
+	    off + len <= offsetof(struct balloon_config, actual) + 4) {
+		memcpy((uint8_t *)&cfg + off, data, len);
+		b->cfg.actual =
+			MIN(cfg.actual, (uint32_t)(d->vm->mem.ram_size >> BALLOON_PFN_SHIFT));
+	}
 }
+
+/*
+ * Pause: the stats buffer we hold goes back to the ring, un-popped (it is
+ * the last request taken from its queue and nothing was pushed after it).
+ * Saved state then holds no request, and resume (or a restore) pops it
+ * again, re-walking and validating its descriptors from guest memory. The
+ * driver never notices, unlike completing the buffer would make it send
+ * fresh statistics on every pause.
+ */
+static int balloon_quiesce(struct virtio_dev *d)
+{
+	struct virtio_balloon *b = d->priv;
+	int q = balloon_stats_queue(d);
+
+	pthread_mutex_lock(&d->lock);
+	if (b->stats_pending && q >= 0) {
+		d->st.q[q].last_avail_idx--;
+		b->stats_pending = false;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+/*
+ * Guest-visible state beyond the transport: the config space (the host's
+ * target, the driver's actual). The held stats buffer is given back at
+ * quiesce (above); the last statistics are host-side and come back with it.
+ */
+static const struct state_field balloon_fields[] = {
+	STATE_FIELD(struct virtio_balloon, cfg),
+};
+
+static int balloon_post_load(void *opaque)
+{
+	struct virtio_balloon *b = opaque;
+	uint64_t pages = b->dev->vm->mem.ram_size >> BALLOON_PFN_SHIFT;
+
+	/* Neither free page hinting nor page poisoning is offered. */
+	if (b->cfg.num_pages > pages || b->cfg.actual > pages || b->cfg.free_page_hint_cmd_id ||
+	    b->cfg.poison_val)
+		return -EINVAL;
+	b->stats_pending = false; /* quiesce gave it back already: never push a stale one */
+	return 0;
+}
+
+static const struct state_desc balloon_state = {
+	.name = "virtio-balloon",
+	.version = 1,
+	.fields = balloon_fields,
+	.nr_fields = ARRAY_SIZE(balloon_fields),
+	.post_load = balloon_post_load,
+};
+
+static const struct device_class balloon_class = {
+	.name = "virtio-balloon",
+	.state = &balloon_state,
+};
 
 static void balloon_unrealize(struct virtio_dev *d)
 {
@@ -207,12 +286,14 @@ static const struct virtio_dev_ops balloon_ops = {
 	.queue_size = 128,
 	.features = (1ULL << VIRTIO_BALLOON_F_STATS_VQ) | (1ULL << VIRTIO_BALLOON_F_DEFLATE_ON_OOM) |
 		    (1ULL << VIRTIO_BALLOON_F_REPORTING),
+	.cls = &balloon_class,
 	.config_size = sizeof(struct balloon_config),
 	.config_read = balloon_config_read,
 	.config_write = balloon_config_write,
 	.queue_notify = balloon_queue_notify,
 	.activate = balloon_activate,
 	.reset = balloon_reset,
+	.quiesce = balloon_quiesce,
 	.unrealize = balloon_unrealize,
 };
 
@@ -258,9 +339,9 @@ int virtio_balloon_query(struct vm *vm, uint64_t *actual_bytes, struct balloon_s
 	if (stats)
 		*stats = b->stats;
 	/* Ask for fresh numbers: returning the buffer tells the driver to refill it. */
-	for (unsigned int q = 0; b->stats_pending && q < VIRTIO_MAX_QUEUES; q++) {
-		if (b->role[q] != BQ_STATS)
-			continue;
+	if (b->stats_pending && balloon_stats_queue(b->dev) >= 0) {
+		unsigned int q = balloon_stats_queue(b->dev);
+
 		b->stats_pending = false;
 		vq_push(&b->dev->vq[q], &b->stats_elem, 0);
 		virtio_notify(b->dev, q);

@@ -96,7 +96,7 @@ struct vblk {
 	struct virtio_dev_ops ops; /* per device: queue count depends on vCPUs */
 	struct vblk *next; /* vm->disks */
 	char *path;
-	bool readonly;
+	uint8_t readonly; /* a byte: it is loaded from saved state */
 	unsigned int index; /* --disk order: checkpoints name disks by it */
 };
 
@@ -386,7 +386,8 @@ static void vblk_on_ring(void *opaque, uint32_t events)
 	(void)events;
 	pthread_mutex_lock(&b->dev->lock);
 	blk_ring_complete(b->ring);
-	if ((b->dev->st.status & VIRTIO_STATUS_DRIVER_OK) && !b->dev->reset_pending)
+	if ((b->dev->st.status & VIRTIO_STATUS_DRIVER_OK) && !b->dev->reset_pending &&
+	    !b->dev->quiesced)
 		vblk_poll_queues(b);
 	else
 		vblk_send_notifications(b);
@@ -408,6 +409,60 @@ static void vblk_reset(struct virtio_dev *d)
 	b->notify_mask = 0;
 	memset(b->inflight, 0, sizeof(b->inflight));
 }
+
+/* What the disk shows the driver: from the image and the VM's vCPU count. */
+static void vblk_config_init(const struct vblk *b, struct vblk_config *cfg)
+{
+	uint32_t bs = blk_backend_block_size(b->be);
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->capacity = blk_backend_size(b->be) / 512;
+	cfg->size_max = 1u << 20;
+	cfg->seg_max = VBLK_SEG_MAX;
+	cfg->blk_size = bs;
+	cfg->num_queues = b->nqueues;
+	cfg->max_discard_sectors = VBLK_MAX_DISCARD_SECTORS;
+	cfg->max_discard_seg = 1;
+	cfg->discard_sector_alignment = bs / 512;
+	cfg->max_write_zeroes_sectors = VBLK_MAX_DISCARD_SECTORS;
+	cfg->max_write_zeroes_seg = 1;
+	cfg->write_zeroes_may_unmap = 1;
+}
+
+/*
+ * The config space and read-only flag the driver saw. Nothing in it is
+ * driver-writable: a restore checks the disk under it is the same (size,
+ * block size, queues, read-only), since the guest's view of it is in RAM.
+ * Requests are never held: quiesce completes them all.
+ */
+static const struct state_field vblk_fields[] = {
+	STATE_FIELD(struct vblk, cfg),
+	STATE_FIELD(struct vblk, readonly),
+};
+
+static int vblk_post_load(void *opaque)
+{
+	struct vblk *b = opaque;
+	struct vblk_config want;
+
+	vblk_config_init(b, &want);
+	if (memcmp(&b->cfg, &want, sizeof(want)) || b->readonly != blk_backend_readonly(b->be))
+		return -EINVAL;
+	return 0;
+}
+
+static const struct state_desc vblk_state = {
+	.name = "virtio-blk",
+	.version = 1,
+	.fields = vblk_fields,
+	.nr_fields = ARRAY_SIZE(vblk_fields),
+	.post_load = vblk_post_load,
+};
+
+static const struct device_class vblk_class = {
+	.name = "virtio-blk",
+	.state = &vblk_state,
+};
 
 static void vblk_config_read(struct virtio_dev *d, unsigned int off, uint8_t *data,
 			     unsigned int len)
@@ -450,15 +505,22 @@ static void vblk_unrealize(struct virtio_dev *d)
 	vblk_free(b);
 }
 
-/* Pause: the backend drains; completions are handed to the guest first. */
+/*
+ * Pause: the backend drains, so every request popped has completed and is
+ * in the used ring (saved state holds none). Kicks go back on: the rings
+ * in guest RAM are saved too, and a restored device polls nothing.
+ */
 static int vblk_quiesce(struct virtio_dev *d)
 {
 	struct vblk *b = d->priv;
+	unsigned int q;
 	int ret;
 
 	pthread_mutex_lock(&d->lock);
 	ret = blk_backend_quiesce(b->be);
 	vblk_send_notifications(b);
+	for (q = 0; !ret && q < b->nqueues; q++)
+		vq_set_kicks(&d->vq[q], true);
 	pthread_mutex_unlock(&d->lock);
 	return ret;
 }
@@ -473,7 +535,6 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 {
 	struct blk_opts o = { .path = dc->path, .readonly = dc->readonly, .direct = dc->direct };
 	struct vblk *b = calloc(1, sizeof(*b));
-	uint32_t bs;
 	int ret;
 
 	if (!b)
@@ -493,19 +554,8 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 		vblk_free(b);
 		return ret;
 	}
-	bs = blk_backend_block_size(b->be);
 	b->nqueues = MIN(vm->ncpus, (unsigned int)VIRTIO_MAX_QUEUES);
-	b->cfg.capacity = blk_backend_size(b->be) / 512;
-	b->cfg.size_max = 1u << 20;
-	b->cfg.seg_max = VBLK_SEG_MAX;
-	b->cfg.blk_size = bs;
-	b->cfg.num_queues = b->nqueues;
-	b->cfg.max_discard_sectors = VBLK_MAX_DISCARD_SECTORS;
-	b->cfg.max_discard_seg = 1;
-	b->cfg.discard_sector_alignment = bs / 512;
-	b->cfg.max_write_zeroes_sectors = VBLK_MAX_DISCARD_SECTORS;
-	b->cfg.max_write_zeroes_seg = 1;
-	b->cfg.write_zeroes_may_unmap = 1;
+	vblk_config_init(b, &b->cfg);
 
 	b->ops = (struct virtio_dev_ops){
 		.name = b->name,
@@ -518,6 +568,7 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 			    (1ULL << VIRTIO_BLK_F_MQ) | (1ULL << VIRTIO_BLK_F_DISCARD) |
 			    (1ULL << VIRTIO_BLK_F_WRITE_ZEROES) |
 			    (b->readonly ? 1ULL << VIRTIO_BLK_F_RO : 0),
+		.cls = &vblk_class,
 		.config_size = sizeof(struct vblk_config),
 		.config_read = vblk_config_read,
 		.queue_notify = vblk_queue_notify,

@@ -110,6 +110,36 @@ static void vcon_config_read(struct virtio_dev *d, unsigned int off, uint8_t *da
 	memcpy(data, cfg + off, len);
 }
 
+/*
+ * Host input the guest has not taken yet is the device's state. Nothing is
+ * held from the rings between calls: receive buffers are popped only with
+ * input to put in them, transmit buffers are written out as they come.
+ */
+static const struct state_field vcon_fields[] = {
+	STATE_FIELD(struct virtio_console, npending),
+	STATE_FIELD(struct virtio_console, pending),
+};
+
+static int vcon_post_load(void *opaque)
+{
+	struct virtio_console *c = opaque;
+
+	return c->npending <= VCON_BUF ? 0 : -EINVAL;
+}
+
+static const struct state_desc vcon_state = {
+	.name = "virtio-console",
+	.version = 1,
+	.fields = vcon_fields,
+	.nr_fields = ARRAY_SIZE(vcon_fields),
+	.post_load = vcon_post_load,
+};
+
+static const struct device_class vcon_class = {
+	.name = "virtio-console",
+	.state = &vcon_state,
+};
+
 static void vcon_unrealize(struct virtio_dev *d)
 {
 	d->vm->vconsole = NULL;
@@ -122,6 +152,7 @@ static const struct virtio_dev_ops vcon_ops = {
 	.class_code = 0x078000,
 	.nqueues = 2,
 	.queue_size = 256,
+	.cls = &vcon_class,
 	.config_size = 12,
 	.config_read = vcon_config_read,
 	.queue_notify = vcon_queue_notify,
@@ -161,7 +192,8 @@ size_t virtio_console_push_input(struct virtio_console *c, const uint8_t *buf, s
 	n = MIN(len, VCON_BUF - c->npending);
 	memcpy(c->pending + c->npending, buf, n);
 	c->npending += n;
-	if (c->dev->st.status & VIRTIO_STATUS_DRIVER_OK && !c->dev->broken)
+	/* While paused input only waits (resume kicks the receive queue). */
+	if (c->dev->st.status & VIRTIO_STATUS_DRIVER_OK && !c->dev->broken && !c->dev->quiesced)
 		vcon_fill_rx(c);
 	pthread_mutex_unlock(&c->dev->lock);
 	return n;

@@ -37,6 +37,7 @@
 #define VNET_MAX_PKT (65536 + VNET_HDR)
 #define VNET_RX_BATCH 64 /* packets per tap wakeup before other work runs */
 #define VNET_MAX_MRG 64 /* receive buffers one packet may span */
+#define VNET_MTU 1500
 
 struct __attribute__((packed)) vnet_config {
 	uint8_t mac[6];
@@ -179,8 +180,11 @@ static void vnet_on_tap(void *opaque, uint32_t events)
 
 	(void)events;
 	pthread_mutex_lock(&n->dev->lock);
-	if ((n->dev->st.status & VIRTIO_STATUS_DRIVER_OK) && !n->dev->broken &&
-	    n->dev->vq[VNET_RX].desc) {
+	if (n->dev->quiesced) {
+		/* Paused (this event was already queued): packets wait in the tap. */
+		vnet_watch_tap(n, false);
+	} else if ((n->dev->st.status & VIRTIO_STATUS_DRIVER_OK) && !n->dev->broken &&
+		   n->dev->vq[VNET_RX].desc) {
 		vnet_rx(n);
 	} else {
 		/* No driver: the wire drops what arrives. */
@@ -204,11 +208,13 @@ static void vnet_queue_notify(struct virtio_dev *d, unsigned int q)
 }
 
 /* The offloads the guest accepted on receive become the tap's. */
-static int vnet_activate(struct virtio_dev *d)
+static unsigned int vnet_offloads(struct vnet *n)
 {
-	struct vnet *n = d->priv;
+	struct virtio_dev *d = n->dev;
 	unsigned int off = 0;
 
+	if (!(d->st.status & VIRTIO_STATUS_DRIVER_OK))
+		return 0;
 	if (virtio_has_feature(d, VIRTIO_NET_F_GUEST_CSUM)) {
 		off |= TAP_OFFLOAD_CSUM;
 		if (virtio_has_feature(d, VIRTIO_NET_F_GUEST_TSO4))
@@ -218,7 +224,14 @@ static int vnet_activate(struct virtio_dev *d)
 		if (virtio_has_feature(d, VIRTIO_NET_F_GUEST_ECN))
 			off |= TAP_OFFLOAD_TSO_ECN;
 	}
-	tap_set_offloads(&n->tap, off & n->tap.offloads_supported);
+	return off & n->tap.offloads_supported;
+}
+
+static int vnet_activate(struct virtio_dev *d)
+{
+	struct vnet *n = d->priv;
+
+	tap_set_offloads(&n->tap, vnet_offloads(n));
 	n->rx_waiting = false;
 	vnet_watch_tap(n, true);
 	return 0;
@@ -251,15 +264,56 @@ static int vnet_quiesce(struct virtio_dev *d)
 	return 0;
 }
 
+/* Also after a restore: the tap follows what the loaded driver negotiated. */
 static void vnet_resume(struct virtio_dev *d)
 {
 	struct vnet *n = d->priv;
 
 	pthread_mutex_lock(&d->lock);
+	if (n->tap.fd >= 0 && n->tap.offloads != vnet_offloads(n))
+		tap_set_offloads(&n->tap, vnet_offloads(n));
 	if (!n->rx_waiting)
 		vnet_watch_tap(n, true);
 	pthread_mutex_unlock(&d->lock);
 }
+
+/*
+ * The config space the driver read (the MAC it uses, link status). A
+ * restore keeps the saved MAC: the guest already uses it. Nothing from the
+ * rings is held between calls: transmit completes each buffer as it goes,
+ * receive gives back partly filled buffers (vnet_deliver). A packet read
+ * from the tap and waiting for receive buffers is host-side and is not
+ * saved: after a restore it is lost, as a wire may lose it.
+ */
+static const struct state_field vnet_fields[] = {
+	STATE_FIELD(struct vnet, cfg),
+};
+
+static int vnet_post_load(void *opaque)
+{
+	struct vnet *n = opaque;
+	static const uint8_t zero[6];
+
+	/* A unicast MAC; link up is the only status; one queue pair, MTU unchanged. */
+	if ((n->cfg.mac[0] & 1) || !memcmp(n->cfg.mac, zero, 6) ||
+	    (n->cfg.status & ~VIRTIO_NET_S_LINK_UP) || n->cfg.max_virtqueue_pairs != 1 ||
+	    n->cfg.mtu != VNET_MTU)
+		return -EINVAL;
+	return 0;
+}
+
+static const struct state_desc vnet_state = {
+	.name = "virtio-net",
+	.version = 1,
+	.fields = vnet_fields,
+	.nr_fields = ARRAY_SIZE(vnet_fields),
+	.post_load = vnet_post_load,
+};
+
+static const struct device_class vnet_class = {
+	.name = "virtio-net",
+	.state = &vnet_state,
+};
 
 static void vnet_unrealize(struct virtio_dev *d)
 {
@@ -304,7 +358,7 @@ int virtio_net_create(struct vm *vm, const struct net_config *nc, unsigned int i
 	}
 	n->cfg.status = VIRTIO_NET_S_LINK_UP;
 	n->cfg.max_virtqueue_pairs = 1;
-	n->cfg.mtu = 1500;
+	n->cfg.mtu = VNET_MTU;
 
 	/* Offer receive offloads only if the tap can take them. */
 	sup = n->tap.offloads_supported;
@@ -328,6 +382,7 @@ int virtio_net_create(struct vm *vm, const struct net_config *nc, unsigned int i
 		.nqueues = 2,
 		.queue_size = 256,
 		.features = features,
+		.cls = &vnet_class,
 		.config_size = sizeof(struct vnet_config),
 		.config_read = vnet_config_read,
 		.queue_notify = vnet_queue_notify,

@@ -177,8 +177,9 @@ static void virtio_on_kick(void *opaque, uint32_t events)
 	if (read(d->kick_efd[q], &v, sizeof(v)) < 0)
 		return;
 	pthread_mutex_lock(&d->lock);
-	if (!d->broken && !d->reset_pending && (d->st.status & VIRTIO_STATUS_DRIVER_OK) &&
-	    d->vq[q].desc)
+	/* While quiesced the kick is dropped: resume kicks every queue again. */
+	if (!d->broken && !d->reset_pending && !d->quiesced &&
+	    (d->st.status & VIRTIO_STATUS_DRIVER_OK) && d->vq[q].desc)
 		d->ops->queue_notify(d, q);
 	pthread_mutex_unlock(&d->lock);
 }
@@ -287,12 +288,17 @@ static void virtio_set_status(struct virtio_dev *d, uint8_t v)
 		}
 		return;
 	}
+	/* NEEDS_RESET is the device's to set (and means broken), never the driver's. */
+	v = (v & ~VIRTIO_STATUS_NEEDS_RESET) | (d->st.status & VIRTIO_STATUS_NEEDS_RESET);
 	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(d->st.status & VIRTIO_STATUS_FEATURES_OK)) {
 		/* Accept only what we offered, and only the modern interface. */
 		if ((d->st.driver_features & ~d->device_features) ||
 		    !(generic & (1ULL << VIRTIO_F_VERSION_1)))
 			v &= ~VIRTIO_STATUS_FEATURES_OK;
 	}
+	/* No DRIVER_OK before FEATURES_OK (3.1.1): the device would run unnegotiated. */
+	if (!(v & VIRTIO_STATUS_FEATURES_OK))
+		v &= ~VIRTIO_STATUS_DRIVER_OK;
 	if ((v & VIRTIO_STATUS_DRIVER_OK) && !(d->st.status & VIRTIO_STATUS_DRIVER_OK)) {
 		unsigned int q;
 
@@ -315,7 +321,7 @@ static void virtio_set_status(struct virtio_dev *d, uint8_t v)
 		}
 		return;
 	}
-	d->st.status = v | (d->st.status & VIRTIO_STATUS_NEEDS_RESET);
+	d->st.status = v;
 }
 
 static void queue_enable(struct virtio_dev *d, unsigned int q)
@@ -531,40 +537,95 @@ static void virtio_pci_unrealize(void *opaque)
 	free(d);
 }
 
+/* Hand every running queue to the main loop, as if the driver had kicked. */
+static void virtio_kick_all(struct virtio_dev *d)
+{
+	unsigned int q;
+
+	for (q = 0; q < d->ops->nqueues; q++) {
+		uint64_t one = 1;
+
+		if (d->vq[q].desc && write(d->kick_efd[q], &one, sizeof(one)) < 0) {
+			/* counter saturated: a kick is pending anyway */
+		}
+	}
+}
+
+static bool virtq_state_is_reset(const struct virtq_state *qs)
+{
+	static const struct virtq_state absent = { .msix_vector = MSIX_NO_VECTOR };
+
+	return !memcmp(qs, &absent, sizeof(*qs));
+}
+
 /*
- * Restore is construction from validated state: what the driver negotiated
- * must be what we offer, queues must fit, config space may differ only in
+ * Restore is construction from validated state: every check passes before
+ * anything is applied. What the driver acked must be what we offer, queues
+ * must fit and sit in RAM, nothing may be left in flight (quiesce completes
+ * or gives back every request), config space may differ only in
  * guest-writable bits. Then the host side follows: BARs, MSI routes, rings.
  */
 static int virtio_state_post_load(void *opaque)
 {
 	struct virtio_dev *d = opaque;
+	const struct virtio_state *st = &d->st;
+	bool broken = st->status & VIRTIO_STATUS_NEEDS_RESET;
 	unsigned int q;
 
-	if (d->st.driver_features & ~d->device_features)
+	if (st->status & VIRTIO_STATUS_FEATURES_OK) {
+		if ((st->driver_features & ~d->device_features) ||
+		    !(st->driver_features & (1ULL << VIRTIO_F_VERSION_1)))
+			return -EINVAL;
+	} else if (st->status & VIRTIO_STATUS_DRIVER_OK) {
+		return -EINVAL; /* virtio_set_status never lets this happen */
+	}
+	if ((st->isr & ~3u) || st->pad)
 		return -EINVAL;
-	if (pci_dev_check_config(&d->pci) ||
-	    (d->st.msix_config != MSIX_NO_VECTOR && d->st.msix_config >= d->msix.nvec))
+	if (pci_dev_check_config(&d->pci) || msix_state_check(&d->msix) ||
+	    (st->msix_config != MSIX_NO_VECTOR && st->msix_config >= d->msix.nvec))
 		return -EINVAL;
 	for (q = 0; q < VIRTIO_MAX_QUEUES; q++) {
 		struct virtq_state *qs = &d->st.q[q];
+		uint16_t n = qs->size;
+		struct virtq probe;
 
-		if (q >= d->ops->nqueues && (qs->enabled || qs->size || qs->msix_vector != MSIX_NO_VECTOR))
-			return -EINVAL;
-		if (q >= d->ops->nqueues)
-			continue;
-		if (qs->msix_vector != MSIX_NO_VECTOR && qs->msix_vector >= d->msix.nvec)
-			return -EINVAL;
-		if (qs->enabled > 1 || qs->size > d->ops->queue_size ||
-		    (uint16_t)(qs->last_avail_idx - qs->used_idx) > qs->size)
-			return -EINVAL;
-		if (!qs->enabled) {
-			vq_disable(&d->vq[q]);
+		if (q >= d->ops->nqueues) {
+			if (!virtq_state_is_reset(qs))
+				return -EINVAL;
 			continue;
 		}
-		if (vq_enable(&d->vq[q], qs, &d->vm->mem, virtio_has_feature(d, VIRTIO_F_EVENT_IDX),
-			      virtio_has_feature(d, VIRTIO_F_INDIRECT_DESC)))
+		if (qs->msix_vector != MSIX_NO_VECTOR && qs->msix_vector >= d->msix.nvec)
 			return -EINVAL;
+		if (!n || n > d->ops->queue_size || (n & (n - 1)) || qs->enabled > 1 ||
+		    qs->pad[0] || qs->pad[1] || qs->pad[2])
+			return -EINVAL;
+		if (!qs->enabled) {
+			/* Indices start at 0 when a queue is enabled, and reset clears them. */
+			if (qs->last_avail_idx || qs->used_idx)
+				return -EINVAL;
+			continue;
+		}
+		/*
+		 * A working device holds no request across a save; one that went to
+		 * NEEDS_RESET may have dropped the request that broke it.
+		 */
+		if (broken ? (uint16_t)(qs->last_avail_idx - qs->used_idx) > n :
+			     qs->last_avail_idx != qs->used_idx)
+			return -EINVAL;
+		if (vq_enable(&probe, qs, &d->vm->mem, virtio_has_feature(d, VIRTIO_F_EVENT_IDX),
+			      virtio_has_feature(d, VIRTIO_F_INDIRECT_DESC)))
+			return -EINVAL; /* rings misaligned or outside guest RAM */
+	}
+
+	d->broken = broken;
+	d->reset_pending = false;
+	for (q = 0; q < d->ops->nqueues; q++) {
+		if (!st->q[q].enabled || broken)
+			vq_disable(&d->vq[q]);
+		else
+			vq_enable(&d->vq[q], &d->st.q[q], &d->vm->mem,
+				  virtio_has_feature(d, VIRTIO_F_EVENT_IDX),
+				  virtio_has_feature(d, VIRTIO_F_INDIRECT_DESC));
 	}
 	pci_dev_refresh(&d->pci);
 	msix_state_loaded(&d->msix);
@@ -597,19 +658,51 @@ static void virtio_pci_reset(void *opaque)
 	msix_reset(&d->msix);
 }
 
+/*
+ * Queue work stops first (late kicks, completions, host input wait), then
+ * the model drains its backend and gives back what it holds, then a reset
+ * the driver asked for finishes: saved state never has one half done (the
+ * driver would poll for status 0 forever).
+ */
 static int virtio_pci_quiesce(void *opaque)
 {
 	struct virtio_dev *d = opaque;
+	int ret;
 
-	return d->ops->quiesce ? d->ops->quiesce(d) : 0;
+	pthread_mutex_lock(&d->lock);
+	d->quiesced = true;
+	pthread_mutex_unlock(&d->lock);
+	ret = d->ops->quiesce ? d->ops->quiesce(d) : 0;
+	if (ret && d->ops->resume)
+		d->ops->resume(d); /* undo a partial quiesce */
+	pthread_mutex_lock(&d->lock);
+	if (ret) {
+		d->quiesced = false;
+		virtio_kick_all(d);
+	} else if (d->reset_pending) {
+		virtio_reset_locked(d);
+		d->reset_pending = false;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return ret;
 }
 
+/*
+ * Every running queue gets a kick: requests queued while we were quiesced
+ * (or, after a restore, given back at save time) are served now.
+ */
 static void virtio_pci_resume(void *opaque)
 {
 	struct virtio_dev *d = opaque;
 
+	pthread_mutex_lock(&d->lock);
+	d->quiesced = false;
+	pthread_mutex_unlock(&d->lock);
 	if (d->ops->resume)
 		d->ops->resume(d);
+	pthread_mutex_lock(&d->lock);
+	virtio_kick_all(d);
+	pthread_mutex_unlock(&d->lock);
 }
 
 static const struct device_class virtio_pci_class = {
@@ -621,7 +714,17 @@ static const struct device_class virtio_pci_class = {
 	.unrealize = virtio_pci_unrealize,
 };
 
-/* On failure @priv has been released through ops->unrealize. */
+/* The model's class only describes its state: the transport drives the rest. */
+static bool virtio_model_class_ok(const struct device_class *cls)
+{
+	return cls && !device_class_check(cls) && !cls->reset && !cls->quiesce && !cls->resume &&
+	       !cls->unrealize;
+}
+
+/*
+ * On failure @priv has been released through ops->unrealize, or will be
+ * with the VM's device list once the transport was registered.
+ */
 int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *priv,
 		      struct virtio_dev **out)
 {
@@ -647,7 +750,8 @@ int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *pri
 	for (q = 0; q < VIRTIO_MAX_QUEUES; q++)
 		d->kick_efd[q] = -1;
 	d->reset_efd = -1;
-	if (ops->nqueues == 0 || ops->nqueues > VIRTIO_MAX_QUEUES || !vm->pci || !vm->loop) {
+	if (ops->nqueues == 0 || ops->nqueues > VIRTIO_MAX_QUEUES || !vm->pci || !vm->loop ||
+	    !virtio_model_class_ok(ops->cls)) {
 		ret = -EINVAL;
 		goto err;
 	}
@@ -689,9 +793,16 @@ int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *pri
 	ret = vm_add_device(vm, &virtio_pci_class, d);
 	if (ret)
 		goto err;
-	ret = pci_dev_register(vm->pci, &d->pci);
+	/*
+	 * From here on failures leave d (and priv) to the VM's device list.
+	 * The model comes right after its transport: teardown runs backwards,
+	 * so its entry goes first (no hooks) and the transport then frees priv.
+	 */
+	ret = vm_add_device(vm, ops->cls, priv);
+	if (!ret)
+		ret = pci_dev_register(vm->pci, &d->pci);
 	if (ret)
-		return ret; /* freed with the VM's device list */
+		return ret;
 	*out = d;
 	return 0;
 err:

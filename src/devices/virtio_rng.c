@@ -42,6 +42,16 @@ static void rng_queue_notify(struct virtio_dev *d, unsigned int q)
 	virtio_notify(d, q);
 }
 
+/*
+ * Stateless: no config space, no device features, and every request is
+ * completed within the kick that popped it (elem is scratch), so nothing
+ * guest-visible lives outside the transport's state.
+ */
+static const struct device_class rng_class = {
+	.name = "virtio-rng",
+	.stateless = true,
+};
+
 static void rng_unrealize(struct virtio_dev *d)
 {
 	free(d->priv);
@@ -53,6 +63,7 @@ static const struct virtio_dev_ops rng_ops = {
 	.class_code = 0x00ff00,
 	.nqueues = 1,
 	.queue_size = 256,
+	.cls = &rng_class,
 	.queue_notify = rng_queue_notify,
 	.unrealize = rng_unrealize,
 };

@@ -7,8 +7,12 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "qlite/device.h"
+#include "qlite/util.h"
+#include "qlite/vm.h"
 
 struct toy {
 	uint32_t reg;
@@ -82,6 +86,37 @@ static void test_null(void **state)
 	assert_int_equal(device_class_check(&noname), -EINVAL);
 }
 
+/* A save is refused, naming the device, when any class declares nothing. */
+static void test_vm_check_savable(void **state)
+{
+	static const struct device_class ok1 = { .name = "toy", .state = &toy_state };
+	static const struct device_class ok2 = { .name = "plain", .stateless = true };
+	static const struct device_class silent = { .name = "silent" };
+	static const struct device_class both = { .name = "confused",
+						  .state = &toy_state,
+						  .stateless = true };
+	struct vm *vm = calloc(1, sizeof(*vm));
+	struct device d[3] = { { .cls = &ok1 }, { .cls = &ok2 }, { .cls = &silent } };
+	struct qerr e = { 0 };
+
+	assert_non_null(vm);
+	assert_int_equal(vm_check_savable(vm, &e), 0); /* no devices: nothing to refuse */
+	d[0].next = &d[1];
+	vm->devices = &d[0];
+	assert_int_equal(vm_check_savable(vm, &e), 0);
+	d[1].next = &d[2]; /* as if it had slipped past vm_add_device */
+	assert_int_equal(vm_check_savable(vm, &e), -EINVAL);
+	assert_string_equal(e.msg, "device silent declares no state description; save refused");
+	d[2].cls = &both;
+	e = (struct qerr){ 0 };
+	assert_int_equal(vm_check_savable(vm, &e), -EINVAL);
+	assert_non_null(strstr(e.msg, "device confused"));
+	/* vm_add_device refuses such a class in the first place. */
+	assert_int_equal(vm_add_device(vm, &silent, NULL), -EINVAL);
+	assert_ptr_equal(vm->devices, &d[0]);
+	free(vm);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -91,6 +126,7 @@ int main(void)
 		cmocka_unit_test(test_both),
 		cmocka_unit_test(test_empty_state),
 		cmocka_unit_test(test_null),
+		cmocka_unit_test(test_vm_check_savable),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
