@@ -439,6 +439,24 @@ int ctl_profile_query(struct ctl *c, struct profile_data *d, struct qerr *e)
 }
 
 /* The VM stopped for a reset: rebuild it. Returns false if that failed. */
+/*
+ * Start the vCPUs. A restored VM comes out of ckpt_restore() paused, its
+ * devices quiesced: resuming it kicks every queue (requests the guest
+ * queued before the checkpoint) and releases the held clock.
+ */
+static int ctl_start_vm(struct ctl *c, bool paused)
+{
+	bool restored = c->vm->paused;
+	int ret;
+
+	ret = vm_start(c->vm, paused || restored);
+	if (!ret && restored && !paused)
+		ret = vm_resume(c->vm);
+	if (!ret)
+		ckpt_restore_started(c->vm);
+	return ret;
+}
+
 static bool ctl_rebuild(struct ctl *c)
 {
 	bool paused = c->state != RUN_RUNNING;
@@ -465,12 +483,11 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 	/* wait=on: nothing runs until a management client is connected. */
 	while (qmp_server_wait_client(c->qmp) && !c->vm_stopped)
 		loop_run_once(c->loop, -1);
-	ret = vm_start(c->vm, c->state != RUN_RUNNING);
+	ret = ctl_start_vm(c, c->state != RUN_RUNNING);
 	if (ret) {
 		log_msg("cannot start vCPU threads: %s", strerror(-ret));
 		return VM_STOP_ERROR;
 	}
-	ckpt_restore_started(c->vm);
 	for (;;) {
 		while (!c->vm_stopped) {
 			ret = loop_run_once(c->loop, c->console_throttled ? 10 : -1);
@@ -733,9 +750,8 @@ int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mod
 	c->restore_cfg = store;
 	free((char *)c->restore_load_dir);
 	c->restore_load_dir = dir_copy;
-	ret = vm_start(c->vm, !was_running);
+	ret = ctl_start_vm(c, !was_running);
 	if (ret)
 		return qerr_set(e, -ret, "cannot start the restored VM: %s", strerror(-ret));
-	ckpt_restore_started(c->vm);
 	return 0;
 }

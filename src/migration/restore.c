@@ -671,6 +671,13 @@ int ckpt_restore(struct vm *vm, const char *dir, enum ckpt_restore_mode mode, st
 	ckpt_restore_free(cv->rs);
 	cv->rs = rs;
 	loaded_free(&l);
+	/*
+	 * Paused, devices quiesced, the loaded clock held: starting it is a
+	 * resume, which kicks the queues and lets the clock run on from there.
+	 */
+	ret = vm_pause(vm);
+	if (ret)
+		return qerr_set(e, -ret, "cannot hold the restored VM: %s", strerror(-ret));
 	return 0;
 err:
 	loaded_free(&l);
