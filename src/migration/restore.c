@@ -317,8 +317,8 @@ static int src_fill(void *opaque, uint64_t page, void *dst)
 
 static int open_parent(const char *child_dir, const char *parent_dir, char *found, size_t flen)
 {
-	char tmp[PATH_MAX], path[PATH_MAX + 32];
-	int fd;
+	char tmp[PATH_MAX], child_copy[PATH_MAX], path[2 * PATH_MAX + 32];
+	struct stat st;
 
 	snprintf(path, sizeof(path), "%s/%s", parent_dir, CKPT_STATE_FILE);
 	if (access(path, R_OK) == 0) {
@@ -327,18 +327,10 @@ static int open_parent(const char *child_dir, const char *parent_dir, char *foun
 	}
 	/* Moved together with its children: look beside the child. */
 	snprintf(tmp, sizeof(tmp), "%s", parent_dir);
-	snprintf(path, sizeof(path), "%s", child_dir);
-	{
-		char child_copy[PATH_MAX];
-		const char *base = basename(tmp);
-
-		snprintf(child_copy, sizeof(child_copy), "%s", child_dir);
-		snprintf(path, sizeof(path), "%s/%s", dirname(child_copy), base);
-	}
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
+	snprintf(child_copy, sizeof(child_copy), "%s", child_dir);
+	snprintf(path, sizeof(path), "%s/%s", dirname(child_copy), basename(tmp));
+	if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode) || strlen(path) >= flen)
 		return -ENOENT;
-	close(fd);
 	snprintf(found, flen, "%s", path);
 	return 0;
 }
