@@ -92,6 +92,8 @@ struct vm {
 	unsigned int dead_rounds; /* consecutive probes that found the guest dead */
 	int probe_seq[VM_MAX_VCPUS];
 	struct kvm_clock_data paused_clock; /* guest clock held while paused */
+	/* paused_clock came from a checkpoint; set it when the vCPUs (re)start. */
+	bool clock_loaded;
 };
 
 /* KVM VM, memory, irqchip, PIT, legacy devices and vCPUs (not started). */
