@@ -23,6 +23,7 @@ struct vblk;
 struct disk_config;
 struct net_config;
 struct vpmu_config;
+struct sbuf;
 
 #define VM_MAX_VCPUS 64
 
@@ -131,5 +132,15 @@ int vm_set_irq(struct vm *vm, unsigned int gsi, int level);
 int vm_msi_route_set(struct vm *vm, int *gsi, uint32_t addr_lo, uint32_t addr_hi,
 		     uint32_t data);
 void vm_msi_route_free(struct vm *vm, int gsi);
+
+/*
+ * The VM's in-kernel KVM state as a blob (format: src/vcpu/state.c): PIC
+ * master and slave, IOAPIC, PIT and kvmclock (vm->paused_clock while
+ * paused). Every vCPU must be out of KVM_RUN (paused or never started).
+ * Loading sets the clock, and keeps it for vm_start()/vm_resume(), so the
+ * guest continues from the saved time. @buf is hostile; appends to @b.
+ */
+int vm_kvm_state_save(struct vm *vm, struct sbuf *b, struct qerr *e);
+int vm_kvm_state_load(struct vm *vm, const uint8_t *buf, size_t len, struct qerr *e);
 
 #endif
