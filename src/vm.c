@@ -552,6 +552,13 @@ int vm_start(struct vm *vm, bool paused)
 		ret = vm_pause(vm); /* nothing runs yet: only records the state */
 		if (ret)
 			return ret;
+	} else if (vm->clock_loaded) {
+		/* A checkpoint's clock: no time passes between loading and running. */
+		struct kvm_clock_data c = { .clock = vm->paused_clock.clock };
+
+		if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
+			log_msg("cannot restore the guest clock: %s", strerror(errno));
+		vm->clock_loaded = false;
 	}
 	for (i = 0; i < vm->ncpus; i++) {
 		ret = vcpu_start(vm->vcpus[i]);
@@ -618,8 +625,11 @@ int vm_pause(struct vm *vm)
 			return ret;
 		}
 	}
-	/* Hold kvmclock: the guest must not see the paused time pass. */
-	if (ioctl(vm->vm_fd, KVM_GET_CLOCK, &vm->paused_clock) < 0)
+	/*
+	 * Hold kvmclock: the guest must not see the paused time pass. A clock
+	 * loaded from a checkpoint is held already.
+	 */
+	if (!vm->clock_loaded && ioctl(vm->vm_fd, KVM_GET_CLOCK, &vm->paused_clock) < 0)
 		memset(&vm->paused_clock, 0, sizeof(vm->paused_clock));
 	vm->paused = true;
 	return 0;
@@ -638,6 +648,7 @@ int vm_resume(struct vm *vm)
 		if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &c) < 0)
 			log_msg("cannot restore the guest clock: %s", strerror(errno));
 	}
+	vm->clock_loaded = false;
 	for (d = vm->devices; d; d = d->next)
 		if (d->cls->resume)
 			d->cls->resume(d->opaque);

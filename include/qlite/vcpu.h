@@ -16,6 +16,8 @@
 
 struct vm;
 struct profile_vcpu;
+struct sbuf;
+struct qerr;
 
 /* Kicks a vCPU out of KVM_RUN; carries no meaning of its own. */
 #define VCPU_KICK_SIGNAL SIGUSR1
@@ -86,6 +88,21 @@ void vcpu_probe(struct vcpu *v);
 void vcpu_dump(struct vcpu *v, const char *why);
 /* KVM_EXIT_* name, or NULL for a reason without one. */
 const char *vcpu_exit_name(uint32_t reason);
+
+/*
+ * All KVM state of the vCPU as a blob (format: src/vcpu/state.c): regs,
+ * sregs, FPU/XSAVE, XCRs, MSRs, LAPIC, events, mp_state, debug registers
+ * and the TSC frequency. The vCPU must not be in KVM_RUN (paused, or never
+ * started). Appends to @b.
+ */
+int vcpu_state_save(struct vcpu *v, struct sbuf *b, struct qerr *e);
+/*
+ * @buf is hostile: every length is checked against this host's KVM before
+ * anything is set; errors name the part ("vcpu 1: msrs: ..."). Load guest
+ * memory first (KVM writes the kvmclock and steal time areas) and the VM
+ * blob (vm_kvm_state_load) before the vCPUs.
+ */
+int vcpu_state_load(struct vcpu *v, const uint8_t *buf, size_t len, struct qerr *e);
 
 /* CPUID filtering (pure; unit-tested). @pmu: expose KVM's vPMU (--pmu on). */
 int cpuid_filter(struct kvm_cpuid2 *c, unsigned int vcpu_id, unsigned int ncpus, bool pmu);

@@ -24,6 +24,7 @@ struct disk_config;
 struct net_config;
 struct vpmu_config;
 struct ckpt_vm;
+struct sbuf;
 
 #define VM_MAX_VCPUS 64
 
@@ -97,6 +98,8 @@ struct vm {
 	/* Checkpoint/restore: page elision, dirty tracking, lazy restore (checkpoint.h). */
 	struct ckpt_vm *ckpt;
 	bool dirty_logging; /* KVM_MEM_LOG_DIRTY_PAGES on every RAM slot */
+	/* paused_clock came from a checkpoint; set it when the vCPUs (re)start. */
+	bool clock_loaded;
 };
 
 /* KVM VM, memory, irqchip, PIT, legacy devices and vCPUs (not started). */
@@ -148,5 +151,13 @@ void vm_msi_route_free(struct vm *vm, int gsi);
  */
 int vm_dirty_log_start(struct vm *vm, struct qerr *e);
 int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e);
+ * The VM's in-kernel KVM state as a blob (format: src/vcpu/state.c): PIC
+ * master and slave, IOAPIC, PIT and kvmclock (vm->paused_clock while
+ * paused). Every vCPU must be out of KVM_RUN (paused or never started).
+ * Loading sets the clock, and keeps it for vm_start()/vm_resume(), so the
+ * guest continues from the saved time. @buf is hostile; appends to @b.
+ */
+int vm_kvm_state_save(struct vm *vm, struct sbuf *b, struct qerr *e);
+int vm_kvm_state_load(struct vm *vm, const uint8_t *buf, size_t len, struct qerr *e);
 
 #endif

@@ -424,6 +424,318 @@ static void test_ckpt_sum(volatile uint64_t *shared)
 	serial_puts("RESULT ");
 	serial_puthex(sum);
 	serial_puts("\n");
+/* ---- GT_STATE_WORK --------------------------------------------------- */
+
+#define MSR_IA32_TSC 0x10
+#define MSR_IA32_SYSENTER_ESP 0x175
+#define MSR_PAT 0x277
+#define MSR_STAR 0xc0000081
+#define MSR_LSTAR 0xc0000082
+#define MSR_CSTAR 0xc0000083
+#define MSR_SFMASK 0xc0000084
+#define MSR_KERNEL_GS_BASE 0xc0000102
+#define MSR_TSC_AUX 0xc0000103
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
+#define MSR_KVM_STEAL_TIME 0x4b564d03
+#define KVM_FEATURE_CLOCKSOURCE2 3
+#define KVM_FEATURE_STEAL_TIME 5
+#define SW_TIMER_VECTOR 0x41
+#define SW_TIMER_COUNT 2000000 /* 2 ms */
+#define SW_DR7 0x00110400ULL /* RW0 = RW1 = write, no breakpoint enabled */
+#define SW_TSC_BASE (1ULL << 44) /* hours of TSC cycles */
+
+struct pvclock {
+	uint32_t version, pad0;
+	uint64_t tsc_timestamp, system_time;
+	uint32_t mul;
+	int8_t shift;
+	uint8_t flags, pad[2];
+};
+
+static struct pvclock sw_pvclock[64] __attribute__((aligned(64)));
+static uint64_t sw_steal[64][8] __attribute__((aligned(64)));
+volatile uint64_t sw_ticks[64];
+
+/* Counts this vCPU's ticks (its APIC id is its index). */
+void sw_timer_isr(void);
+__asm__(".text\n"
+	".globl sw_timer_isr\n"
+	"sw_timer_isr:\n"
+	"	push %rax\n"
+	"	push %rcx\n"
+	"	movabs $0xfee00020, %rax\n"
+	"	movl (%rax), %ecx\n"
+	"	shrl $24, %ecx\n"
+	"	andl $63, %ecx\n"
+	"	leaq sw_ticks(%rip), %rax\n"
+	"	lock incq (%rax,%rcx,8)\n"
+	"	movabs $0xfee000b0, %rax\n"
+	"	movl $0, (%rax)\n"
+	"	pop %rcx\n"
+	"	pop %rax\n"
+	"	iretq\n");
+
+static inline uint64_t rdmsr(uint32_t msr)
+{
+	uint32_t lo, hi;
+
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+	__asm__ volatile("wrmsr" ::"c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)));
+}
+
+static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
+{
+	__asm__ volatile("cpuid"
+			 : "=a"(r[0]), "=b"(r[1]), "=c"(r[2]), "=d"(r[3])
+			 : "a"(leaf), "c"(sub));
+}
+
+static uint64_t rotl(uint64_t x, unsigned int n)
+{
+	return (x << n) | (x >> (64 - n));
+}
+
+/* What each vCPU writes, and checks at the end: distinct per vCPU. */
+static uint64_t sw_msr_value(uint32_t msr, uint64_t cpu)
+{
+	switch (msr) {
+	case MSR_IA32_SYSENTER_ESP:
+		return 0x123000 + cpu * 0x100;
+	case MSR_PAT: /* entry 5 (unused by the identity map): WC or WP */
+		return (0x0007040600070406ULL & ~(0xffULL << 40)) | ((cpu & 1 ? 5ULL : 1ULL) << 40);
+	case MSR_STAR:
+		return (0x23ULL << 48) | (0x10ULL << 32) | cpu;
+	case MSR_LSTAR:
+		return 0xffffffff81000000ULL + cpu * 0x1000;
+	case MSR_CSTAR:
+		return 0xffffffff82000000ULL + cpu * 0x1000;
+	case MSR_SFMASK:
+		return 0x47700 | cpu;
+	case MSR_KERNEL_GS_BASE:
+		return 0xffff888000000000ULL + cpu * 0x100000;
+	default: /* MSR_TSC_AUX */
+		return 0x100 + cpu;
+	}
+}
+
+static const uint32_t sw_msrs[] = { MSR_IA32_SYSENTER_ESP, MSR_PAT, MSR_STAR, MSR_LSTAR,
+				    MSR_CSTAR, MSR_SFMASK, MSR_KERNEL_GS_BASE, MSR_TSC_AUX };
+
+static uint64_t dr_value(unsigned int n, uint64_t cpu)
+{
+	return 0x200000 + cpu * 0x1000 + n * 0x40;
+}
+
+static unsigned int sw_nmsrs(void)
+{
+	uint32_t r[4];
+
+	cpuid(0x80000001, 0, r);
+	/* MSR_TSC_AUX (last) only with RDTSCP */
+	return sizeof(sw_msrs) / sizeof(sw_msrs[0]) - !(r[3] & (1u << 27));
+}
+
+/*
+ * x87 and SSE, and AVX where the CPU has it, if the host says so
+ * (SW_FPU: kvm-pvm stops on them with an emulation failure). Returns 0
+ * (general registers only), 1 (x87 and SSE) or 2 (and AVX).
+ */
+static int sw_setup(volatile uint64_t *shared, uint64_t cpu)
+{
+	struct {
+		uint16_t limit;
+		uint64_t base;
+	} __attribute__((packed)) idtr = { sizeof(idt) - 1, (uint64_t)idt };
+	uint64_t cr4, v;
+	uint32_t r[4], d[4];
+	unsigned int i;
+	uint16_t cs;
+	int vec = 0;
+
+	if (shared[SW_FPU]) {
+		vec = 1;
+		__asm__ volatile("fninit");
+		__asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+		cr4 |= (1u << 9) | (1u << 10); /* OSFXSR, OSXMMEXCPT: SSE */
+		cpuid(1, 0, r);
+		cpuid(0xd, 0, d);
+		if ((r[2] & (1u << 26)) && (r[2] & (1u << 28)) && (d[0] & 7) == 7) {
+			cr4 |= 1u << 18; /* OSXSAVE */
+			vec = 2;
+		}
+		__asm__ volatile("mov %0, %%cr4" ::"r"(cr4));
+		if (vec == 2)
+			__asm__ volatile("xsetbv" ::"c"(0), "a"(7), "d"(0)); /* x87, SSE, AVX */
+	}
+	shared[SW_FPU_USED(cpu)] = vec;
+
+	for (i = 0; i < sw_nmsrs(); i++)
+		wrmsr(sw_msrs[i], sw_msr_value(sw_msrs[i], cpu));
+	/* A TSC far above a fresh vCPU's: a restore that loses it goes backwards. */
+	wrmsr(MSR_IA32_TSC, SW_TSC_BASE + rdtsc());
+	v = dr_value(0, cpu);
+	__asm__ volatile("mov %0, %%db0" ::"r"(v));
+	v = dr_value(1, cpu);
+	__asm__ volatile("mov %0, %%db1" ::"r"(v));
+	v = dr_value(2, cpu);
+	__asm__ volatile("mov %0, %%db2" ::"r"(v));
+	v = dr_value(3, cpu);
+	__asm__ volatile("mov %0, %%db3" ::"r"(v));
+	v = SW_DR7;
+	__asm__ volatile("mov %0, %%db7" ::"r"(v));
+
+	cpuid(0x40000000, 0, r);
+	if (r[1] == 0x4b4d564b && r[2] == 0x564b4d56 && r[3] == 0x4d) { /* KVMKVMKVM */
+		cpuid(0x40000001, 0, r);
+		if (r[0] & (1u << KVM_FEATURE_CLOCKSOURCE2)) {
+			v = (uint64_t)&sw_pvclock[cpu] | 1;
+			wrmsr(MSR_KVM_SYSTEM_TIME_NEW, v);
+			shared[SW_KVMCLOCK(cpu)] = v;
+		}
+		if (r[0] & (1u << KVM_FEATURE_STEAL_TIME)) {
+			v = (uint64_t)&sw_steal[cpu] | 1;
+			wrmsr(MSR_KVM_STEAL_TIME, v);
+			shared[SW_STEAL(cpu)] = v;
+		}
+	}
+
+	__asm__ volatile("mov %%cs, %0" : "=r"(cs));
+	for (i = 32; i < 256; i++)
+		idt_set(i, guest_default_isr, cs);
+	idt_set(SW_TIMER_VECTOR, sw_timer_isr, cs);
+	__asm__ volatile("lidt %0" ::"m"(idtr));
+	lapic_write(APIC_SVR, 0x1ff);
+	lapic_write(APIC_TIMER_DIV, 0xb);
+	lapic_write(APIC_LVT_TIMER, SW_TIMER_VECTOR | (1u << 17)); /* periodic */
+	lapic_write(APIC_TIMER_INIT, SW_TIMER_COUNT);
+	__asm__ volatile("sti");
+	return vec;
+}
+
+static uint64_t pvclock_ns(volatile struct pvclock *p)
+{
+	uint64_t ns, delta, tsc;
+	uint32_t v;
+	int8_t shift;
+
+	do {
+		v = p->version;
+		__asm__ volatile("" ::: "memory");
+		tsc = rdtsc();
+		delta = tsc > p->tsc_timestamp ? tsc - p->tsc_timestamp : 0;
+		shift = p->shift;
+		delta = shift >= 0 ? delta << shift : delta >> -shift;
+		ns = p->system_time + (uint64_t)(((unsigned __int128)delta * p->mul) >> 32);
+		__asm__ volatile("" ::: "memory");
+	} while ((v & 1) || v != p->version);
+	return ns;
+}
+
+static void test_state_work(volatile uint64_t *shared, uint64_t cpu)
+{
+	uint64_t x = 0x9e3779b97f4a7c15ULL ^ (cpu << 32), y = cpu + 1, z = 0, i, u;
+	uint64_t prev_ns = 0, prev_tsc = rdtsc(), now, tsc, a, b, c, d, f, h;
+	int vec = sw_setup(shared, cpu), kvmclock = shared[SW_KVMCLOCK(cpu)] != 0;
+	uint64_t fp[4] = { 0 }; /* two x87 accumulators, 80 bits each */
+	int tsc_back = 0, clock_back = 0;
+
+	/* The compiler uses no x87 or vector register (-mgeneral-regs-only): ours. */
+	if (vec)
+		__asm__ volatile("fldz\n\tfldz\n\tpxor %xmm0, %xmm0\n\tpxor %xmm1, %xmm1");
+	if (vec == 2)
+		__asm__ volatile("vxorps %ymm5, %ymm5, %ymm5");
+	for (u = 0; u < SW_UNITS; u++) {
+		if (u == SW_UNITS / 2) {
+			while (!shared[SW_GO])
+				__asm__ volatile("sti; hlt" ::: "memory");
+		}
+		for (i = 0; i < SW_UNIT_ITERS; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			y += x ^ (y >> 3);
+			z = rotl(z, 1) ^ y;
+		}
+		/*
+		 * x87: st0 += x >> 11, then swap the two accumulators. SSE:
+		 * xmm0 += x and xmm1 ^= z, halves swapped. AVX: ymm5 ^= [x | y],
+		 * halves and quadwords swapped: the upper halves matter.
+		 */
+		h = x >> 11;
+		if (vec)
+			__asm__ volatile("fildll %2\n\t"
+					 "faddp %%st, %%st(1)\n\t"
+					 "fxch %%st(1)\n\t"
+					 "movq %0, %%xmm2\n\t"
+					 "paddq %%xmm2, %%xmm0\n\t"
+					 "pshufd $0x4e, %%xmm0, %%xmm0\n\t"
+					 "movq %1, %%xmm3\n\t"
+					 "pxor %%xmm3, %%xmm1\n\t"
+					 "pshufd $0x4e, %%xmm1, %%xmm1" ::"r"(x),
+					 "r"(z), "m"(h));
+		if (vec == 2)
+			__asm__ volatile("vmovq %0, %%xmm6\n\t"
+					 "vmovq %1, %%xmm7\n\t"
+					 "vinsertf128 $1, %%xmm7, %%ymm6, %%ymm6\n\t"
+					 "vxorps %%ymm6, %%ymm5, %%ymm5\n\t"
+					 "vperm2f128 $1, %%ymm5, %%ymm5, %%ymm5\n\t"
+					 "vpermilps $0x4e, %%ymm5, %%ymm5" ::"r"(x),
+					 "r"(y));
+		tsc = rdtsc();
+		if (tsc < prev_tsc)
+			tsc_back++;
+		prev_tsc = tsc;
+		if (kvmclock) {
+			now = pvclock_ns(&sw_pvclock[cpu]);
+			if (now < prev_ns)
+				clock_back++;
+			SW_LOG(cpu)[u] = prev_ns = now;
+		}
+		shared[SW_PROGRESS(cpu)] = u + 1;
+	}
+	GUEST_ASSERT(!tsc_back);
+	GUEST_ASSERT(!clock_back);
+	a = b = c = d = f = 0;
+	if (vec)
+		__asm__ volatile("fstpt %3\n\t"
+				 "fstpt %4\n\t"
+				 "movq %%xmm0, %0\n\t"
+				 "pshufd $0x4e, %%xmm0, %%xmm2\n\t"
+				 "movq %%xmm2, %1\n\t"
+				 "movq %%xmm1, %2"
+				 : "=r"(a), "=r"(b), "=r"(c), "=m"(fp[0]), "=m"(fp[2])
+				 : /* fstpt stores 10 bytes: into fp[1] and fp[3] too */
+				 : "memory");
+	if (vec == 2)
+		__asm__ volatile("vextractf128 $1, %%ymm5, %%xmm6\n\t"
+				 "vmovq %%xmm6, %0\n\t"
+				 "vmovq %%xmm5, %1"
+				 : "=r"(d), "=r"(f));
+	shared[SW_RESULT(cpu)] = x ^ rotl(y, 7) ^ rotl(z, 13) ^ a * 3 ^ b * 5 ^ c * 7 ^ d * 11 ^
+				 f * 13 ^ fp[0] * 17 ^ (fp[1] & 0xffff) * 19 ^ fp[2] * 23 ^
+				 (fp[3] & 0xffff) * 29;
+
+	for (i = 0; i < sw_nmsrs(); i++)
+		GUEST_ASSERT(rdmsr(sw_msrs[i]) == sw_msr_value(sw_msrs[i], cpu));
+	__asm__ volatile("mov %%db0, %0" : "=r"(a));
+	GUEST_ASSERT(a == dr_value(0, cpu));
+	__asm__ volatile("mov %%db3, %0" : "=r"(a));
+	GUEST_ASSERT(a == dr_value(3, cpu));
+	__asm__ volatile("mov %%db7, %0" : "=r"(a));
+	GUEST_ASSERT(a == SW_DR7);
+	/* The timer still ticks. */
+	a = sw_ticks[cpu];
+	while (sw_ticks[cpu] < a + 3)
+		__asm__ volatile("sti; hlt" ::: "memory");
+	__asm__ volatile("cli");
+	lapic_write(APIC_LVT_TIMER, 1u << 16); /* masked */
+	shared[SW_TICKS(cpu)] = sw_ticks[cpu];
+	__atomic_fetch_add(&shared[SW_DONE_CPUS], 1, __ATOMIC_SEQ_CST);
 }
 
 void guest_entry(uint64_t test, uint64_t cpu);
@@ -477,6 +789,13 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 		break;
 	case GT_CKPT_SUM:
 		test_ckpt_sum(shared);
+	case GT_STATE_WORK:
+		test_state_work(shared, cpu);
+		if (cpu != 0)
+			for (;;)
+				__asm__ volatile("cli; hlt");
+		while (shared[SW_DONE_CPUS] < shared[1])
+			__asm__ volatile("pause");
 		break;
 	default:
 		ucall(UC_FAIL, 0);

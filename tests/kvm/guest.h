@@ -23,6 +23,7 @@ enum guest_test {
 	GT_EXIT_LOOP, /* shared[EXIT_LOOP_COUNT] PIO exits to the test device */
 	GT_CPU_WORK, /* pure CPU work, no exits: progress in shared[CW_PROGRESS(cpu)] */
 	GT_CKPT_SUM, /* rounds of rewriting and checksumming 24 MiB; "RESULT x" on COM1 */
+	GT_STATE_WORK, /* checkpoint/restore: deterministic work, timer, kvmclock (SW_*) */
 };
 
 /*
@@ -64,6 +65,35 @@ enum profile_split_shared {
 #define CW_SINK 21
 #define CW_PROGRESS(cpu) (32 + 8 * (cpu))
 #define CW_UNIT_ITERS 50
+
+/*
+ * GT_STATE_WORK's shared[] slots. Each vCPU sets distinct MSRs and debug
+ * registers, moves its TSC hours ahead, enables kvmclock and steal time where KVM offers them and
+ * runs its LAPIC timer, then does SW_UNITS units of a hash kept in
+ * general registers, and if the host sets SW_FPU in x87, SSE and (where
+ * the CPU has AVX) YMM registers too; halfway it waits,
+ * halted, until the host sets SW_GO. The result depends on no timing: a
+ * checkpointed run must end with the same SW_RESULT as an uninterrupted
+ * one. The guest checks that its TSC and kvmclock never go backwards and
+ * logs its kvmclock after each unit (SW_LOG: a restore that lets the
+ * checkpoint's age show makes a big step); at the end it checks its MSRs
+ * and debug registers and waits for three more timer ticks.
+ */
+#define SW_GO 20
+#define SW_DONE_CPUS 21
+#define SW_FPU 22
+#define SW_SLOT(cpu, n) (32 + 8 * (cpu) + (n))
+#define SW_PROGRESS(cpu) SW_SLOT(cpu, 0) /* units done */
+#define SW_RESULT(cpu) SW_SLOT(cpu, 1)
+#define SW_KVMCLOCK(cpu) SW_SLOT(cpu, 3) /* MSR_KVM_SYSTEM_TIME_NEW written, 0: none */
+#define SW_STEAL(cpu) SW_SLOT(cpu, 4) /* MSR_KVM_STEAL_TIME written, 0: none */
+#define SW_TICKS(cpu) SW_SLOT(cpu, 5) /* timer interrupts taken */
+#define SW_FPU_USED(cpu) SW_SLOT(cpu, 6) /* 0: none, 1: x87 and SSE, 2: and AVX */
+#define SW_UNITS 400
+#define SW_UNIT_ITERS 1000
+/* kvmclock ns after each unit, a page per vCPU (below the stacks) */
+#define SW_LOG_ADDR 0x301000ULL
+#define SW_LOG(cpu) ((volatile uint64_t *)(SW_LOG_ADDR + 0x1000ULL * (cpu)))
 
 /* A round: 70 % of this many TSC cycles in prof_hot_a, 30 % in prof_hot_b. */
 #define PS_ROUND_CYCLES 50000000ULL
