@@ -151,6 +151,8 @@ void vm_msi_route_free(struct vm *vm, int gsi);
  */
 int vm_dirty_log_start(struct vm *vm, struct qerr *e);
 int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e);
+
+/*
  * The VM's in-kernel KVM state as a blob (format: src/vcpu/state.c): PIC
  * master and slave, IOAPIC, PIT and kvmclock (vm->paused_clock while
  * paused). Every vCPU must be out of KVM_RUN (paused or never started).

@@ -424,6 +424,8 @@ static void test_ckpt_sum(volatile uint64_t *shared)
 	serial_puts("RESULT ");
 	serial_puthex(sum);
 	serial_puts("\n");
+}
+
 /* ---- GT_STATE_WORK --------------------------------------------------- */
 
 #define MSR_IA32_TSC 0x10
@@ -789,6 +791,7 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 		break;
 	case GT_CKPT_SUM:
 		test_ckpt_sum(shared);
+		break;
 	case GT_STATE_WORK:
 		test_state_work(shared, cpu);
 		if (cpu != 0)
