@@ -90,3 +90,82 @@ finish() {
     echo "$test_name: $n_pass passed, $n_fail failed"
     [[ $n_fail -eq 0 ]]
 }
+
+# ---- qlite in the background, driven over QMP (test-checkpoint.sh) --------
+# vm_boot_args CPUS MEM_MB EXTRA_CMDLINE: VM_BOOT_ARGS, the options vm_run boots with.
+# shellcheck disable=SC2034 # VM_BOOT_ARGS is the result
+vm_boot_args() {
+    VM_BOOT_ARGS=(--kernel "$GUEST_KERNEL" --initrd "$GUEST_INITRD" --mem "${2}M"
+        --cpus "$1" --cmdline "$GUEST_BASE_CMDLINE $3")
+}
+
+# vm_start NAME QLITE_RUN_ARGS...: `qlite run --qmp VM_SOCK ARGS...` in the
+# background under timeout. The console (stdout) goes to $VM_LOG and qlite's
+# own messages (stderr) to $VM_LOG.err, so consoles of a VM and of its
+# restored self can be joined. Sets VM_PID and VM_SOCK; waits for the socket
+# and fails if qlite exits first (vm_wait_exit then gives its status).
+vm_start() {
+    local name=$1 i
+    shift
+    VM_LOG=/tmp/$test_name-$name.log
+    VM_SOCK=/tmp/$test_name-$name.sock
+    VM_RC=
+    rm -f "$VM_SOCK"
+    echo "---- $test_name: $name: qlite run $*"
+    timeout -k 5 "$VM_TIMEOUT" "$QLITE" run --qmp "unix:$VM_SOCK,server=on,wait=off" "$@" \
+        </dev/null >"$VM_LOG" 2>"$VM_LOG.err" &
+    VM_PID=$!
+    for ((i = 0; i < 300; i++)); do
+        [[ -S $VM_SOCK ]] && return 0
+        kill -0 "$VM_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# vm_wait_log ERE SECONDS: true once the console of the background VM has a
+# line matching ERE; false on timeout or if qlite has exited without one.
+vm_wait_log() {
+    local i
+    for ((i = 0; i < $2 * 5; i++)); do
+        grep -qaE -- "$1" "$VM_LOG" 2>/dev/null && return 0
+        kill -0 "$VM_PID" 2>/dev/null || { grep -qaE -- "$1" "$VM_LOG"; return; }
+        sleep 0.2
+    done
+    return 1
+}
+
+# The qlite process of the background VM (timeout(1) may run it as a child).
+vm_qlite_pid() {
+    local c
+    if [[ $(cat "/proc/$VM_PID/comm" 2>/dev/null) == timeout ]]; then
+        c=$(cat /proc/"$VM_PID"/task/*/children 2>/dev/null | awk '{ print $1; exit }')
+        [[ -n $c ]] && { echo "$c"; return; }
+    fi
+    echo "$VM_PID"
+}
+
+# vm_wait_exit [SECONDS]: wait for the background VM (killing it after
+# SECONDS if given, which makes VM_RC 137); sets VM_RC, strips the console's CRs.
+vm_wait_exit() {
+    local i
+    if [[ -n ${1:-} ]]; then
+        for ((i = 0; i < $1 * 5; i++)); do
+            kill -0 "$VM_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -0 "$VM_PID" 2>/dev/null && kill -KILL "$(vm_qlite_pid)" 2>/dev/null
+    fi
+    set +e
+    wait "$VM_PID" 2>/dev/null # no "Killed" line from bash
+    VM_RC=$?
+    set -e
+    sed -i 's/\r$//' "$VM_LOG"
+    echo "     exit status $VM_RC"
+}
+
+# vm_kill: SIGKILL the background qlite (no clean-up of any kind), then reap it.
+vm_kill() {
+    kill -KILL "$(vm_qlite_pid)" 2>/dev/null || true
+    vm_wait_exit
+}
