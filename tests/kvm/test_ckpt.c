@@ -123,6 +123,21 @@ static void *drive(void *arg)
 	q.on_event = on_event;
 	q.opaque = d;
 	wait_round(d, 3);
+	/* A directory that cannot be written fails before the VM is touched. */
+	{
+		struct json_object *args = json_object_new_object(), *st, *v;
+
+		json_object_object_add(args, "dir", json_object_new_string("/proc/qlite-ckpt"));
+		r = qmp_conn_execute(&q, "snapshot-save", args, &qerr_flag, &e);
+		json_object_put(args);
+		CHECK(!r && qerr_flag && strstr(e.msg, "/proc/qlite-ckpt"));
+		json_object_put(r);
+		memset(&e, 0, sizeof(e));
+		st = qmp_conn_execute(&q, "query-status", NULL, &qerr_flag, &e);
+		CHECK(st && json_object_object_get_ex(st, "status", &v) &&
+		      !strcmp(json_object_get_string(v), "running"));
+		json_object_put(st);
+	}
 	if (save(d, &q, d->dir, false, false)) {
 		d->round_at_ckpt = d->stats_round;
 		d->stats1 = d->stats;
