@@ -543,17 +543,24 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 
 static void ctl_snapshot_progress(struct ctl *c)
 {
+	struct json_object *o = json_object_new_object();
 	uint64_t bytes, done, total, ns;
-	char data[256 + 4096];
 
-	ckpt_job_progress(c->snap, &bytes, &done, &total, &ns);
-	snprintf(data, sizeof(data),
-		 "{\"dir\": %s, \"bytes\": %llu, \"pages-done\": %llu, \"pages-total\": %llu, "
-		 "\"rate\": %llu}",
-		 json_object_to_json_string(json_object_new_string(c->snap_dir)),
-		 (unsigned long long)bytes, (unsigned long long)done, (unsigned long long)total,
-		 (unsigned long long)(ns ? bytes * 1000000000ULL / ns : 0));
-	ctl_event(c, "SNAPSHOT_PROGRESS", data);
+	if (c->snap) {
+		ckpt_job_progress(c->snap, &bytes, &done, &total, &ns);
+	} else { /* the final figures */
+		bytes = c->snap_stats.bytes_memory + c->snap_stats.bytes_state;
+		done = total = c->snap_stats.pages_total;
+		ns = c->snap_stats.total_ns;
+	}
+	json_object_object_add(o, "dir", json_object_new_string(c->snap_dir));
+	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)bytes));
+	json_object_object_add(o, "pages-done", json_object_new_int64((int64_t)done));
+	json_object_object_add(o, "pages-total", json_object_new_int64((int64_t)total));
+	json_object_object_add(o, "rate", json_object_new_int64((int64_t)(
+		ns ? (double)bytes * 1e9 / (double)ns : 0)));
+	ctl_event(c, "SNAPSHOT_PROGRESS", json_object_to_json_string(o));
+	json_object_put(o);
 }
 
 static void ctl_on_snapshot_timer(void *opaque, uint32_t events)
@@ -603,10 +610,10 @@ static void ctl_snapshot_end(struct ctl *c)
 	}
 	loop_del(c->loop, ckpt_job_eventfd(c->snap));
 	ret = ckpt_job_finish(c->snap, &c->snap_stats, &e);
-	if (!ret)
-		ctl_snapshot_progress(c); /* the final figures, for progress displays */
 	ckpt_job_free(c->snap);
 	c->snap = NULL;
+	if (!ret)
+		ctl_snapshot_progress(c); /* the final figures, for progress displays */
 	if (ret) {
 		struct json_object *o = json_object_new_object();
 

@@ -142,15 +142,15 @@ void ckpt_disk_write_begin(struct vm *vm, unsigned int disk, uint64_t off, uint6
 
 /* ---- capture (main thread, VM paused) ----------------------------------- */
 
-static int put_sbuf(struct ckpt_job *j, uint32_t kind, const char *id, uint32_t inst,
+static int put_sbuf(struct stream_writer *w, uint32_t kind, const char *id, uint32_t inst,
 		    uint32_t version, struct sbuf *b, struct qerr *e)
 {
 	if (sbuf_status(b))
 		return qerr_set(e, ENOMEM, "out of memory saving %s", id);
-	return stream_put(&j->w, kind, id, inst, version, b->data, b->len, e);
+	return stream_put(w, kind, id, inst, version, b->data, b->len, e);
 }
 
-static int capture_devices(struct ckpt_job *j, struct qerr *e)
+static int capture_devices(struct vm *vm, struct stream_writer *w, struct qerr *e)
 {
 	struct device *list[256], *d;
 	unsigned int n = 0, i, k;
@@ -158,7 +158,7 @@ static int capture_devices(struct ckpt_job *j, struct qerr *e)
 	size_t cap = 0;
 	int ret = 0;
 
-	for (d = j->vm->devices; d; d = d->next) {
+	for (d = vm->devices; d; d = d->next) {
 		if (n == ARRAY_SIZE(list))
 			return qerr_set(e, E2BIG, "too many devices");
 		if (device_class_check(d->cls))
@@ -189,14 +189,14 @@ static int capture_devices(struct ckpt_job *j, struct qerr *e)
 		if (ret)
 			ret = qerr_set(e, -ret, "cannot save device %s", d->cls->name);
 		else
-			ret = stream_put(&j->w, STREAM_DEVICE, d->cls->name, inst,
+			ret = stream_put(w, STREAM_DEVICE, d->cls->name, inst,
 					 d->cls->state->version, buf, used, e);
 	}
 	free(buf);
 	return ret;
 }
 
-static int capture_disks(struct ckpt_job *j, struct qerr *e)
+static int capture_disks(struct vm *vm, struct stream_writer *w, struct qerr *e)
 {
 	struct blk_disk_info info;
 	struct vblk *b = NULL;
@@ -204,7 +204,7 @@ static int capture_disks(struct ckpt_job *j, struct qerr *e)
 	int ret = 0;
 
 	sbuf_init(&sb);
-	while (!ret && (b = virtio_blk_next(j->vm, b, &info))) {
+	while (!ret && (b = virtio_blk_next(vm, b, &info))) {
 		struct ckpt_disk d = { 0 };
 		struct stat st;
 
@@ -220,45 +220,51 @@ static int capture_disks(struct ckpt_job *j, struct qerr *e)
 		d.mtime_nsec = st.st_mtim.tv_nsec;
 		sbuf_reset(&sb);
 		ckpt_disk_encode(&d, &sb);
-		ret = put_sbuf(j, STREAM_DISK, "disk", info.index, CKPT_DISK_VERSION, &sb, e);
+		ret = put_sbuf(w, STREAM_DISK, "disk", info.index, CKPT_DISK_VERSION, &sb, e);
 	}
 	sbuf_free(&sb);
 	return ret;
 }
 
-static int capture(struct ckpt_job *j, struct qerr *e)
+int ckpt_state_write(struct vm *vm, struct stream_writer *w, struct qerr *e)
 {
-	struct vm *vm = j->vm;
 	struct sbuf sb;
 	char *json;
 	unsigned int i;
 	int ret;
 
-	ret = stream_begin(&j->w, e);
+	ret = vm_check_savable(vm, e);
 	if (ret)
 		return ret;
 	json = ckpt_config_to_json(&vm->cfg);
 	if (!json)
 		return qerr_set(e, ENOMEM, "out of memory");
-	ret = stream_put(&j->w, STREAM_VM, "vm", 0, CKPT_VM_VERSION, json, strlen(json), e);
+	ret = stream_put(w, STREAM_VM, "vm", 0, CKPT_VM_VERSION, json, strlen(json), e);
 	free(json);
 	sbuf_init(&sb);
 	if (!ret)
 		ret = vm_kvm_state_save(vm, &sb, e);
 	if (!ret)
-		ret = put_sbuf(j, STREAM_KVM, "kvm", 0, 1, &sb, e);
+		ret = put_sbuf(w, STREAM_KVM, "kvm", 0, 1, &sb, e);
 	for (i = 0; !ret && i < vm->ncpus; i++) {
 		sbuf_reset(&sb);
 		ret = vcpu_state_save(vm->vcpus[i], &sb, e);
 		if (!ret)
-			ret = put_sbuf(j, STREAM_CPU, "cpu", i, 1, &sb, e);
+			ret = put_sbuf(w, STREAM_CPU, "cpu", i, 1, &sb, e);
 	}
 	sbuf_free(&sb);
 	if (!ret)
-		ret = capture_devices(j, e);
+		ret = capture_devices(vm, w, e);
 	if (!ret)
-		ret = capture_disks(j, e);
+		ret = capture_disks(vm, w, e);
 	return ret;
+}
+
+static int capture(struct ckpt_job *j, struct qerr *e)
+{
+	int ret = stream_begin(&j->w, e);
+
+	return ret ? ret : ckpt_state_write(j->vm, &j->w, e);
 }
 
 /*
@@ -465,7 +471,7 @@ static void *worker(void *opaque)
 	atomic_store(&j->pages_done, map->npages);
 	sbuf_init(&sb);
 	ram_map_encode(map, &sb);
-	ret = put_sbuf(j, STREAM_RAM, "ram", 0, CKPT_RAM_VERSION, &sb, &j->err);
+	ret = put_sbuf(&j->w, STREAM_RAM, "ram", 0, CKPT_RAM_VERSION, &sb, &j->err);
 	sbuf_free(&sb);
 	if (!ret)
 		ret = stream_finish(&j->w, &j->err);

@@ -11,6 +11,8 @@
 #include "qlite/elide.h"
 #include "qlite/sbuf.h"
 #include "qlite/util.h"
+#include "qlite/vm.h"
+#include "qlite/stream.h"
 
 struct vm_config;
 struct json_object;
@@ -74,6 +76,47 @@ struct ckpt_vm {
 	unsigned long *last_disk; /* its disk-reference pages */
 	struct ckpt_restore *rs; /* the restore this VM came from (lazy: in progress) */
 };
+
+/*
+ * Everything but memory, as read from a state stream: the configuration,
+ * KVM and vCPU blobs, device blobs, disk records and the RAM map. Shared by
+ * restore (a file) and migration (a socket).
+ */
+#define CKPT_MAX_DEV_SECTIONS 256
+#define CKPT_MAX_SECTION (256ULL * MiB)
+
+struct dev_blob {
+	char id[STREAM_ID_MAX + 1];
+	uint32_t inst, version;
+	uint8_t *data;
+	size_t len;
+	bool used;
+};
+
+struct ckpt_state {
+	char *vm_json;
+	size_t vm_len;
+	uint8_t *kvm;
+	size_t kvm_len;
+	uint8_t *cpu[VM_MAX_VCPUS];
+	size_t cpu_len[VM_MAX_VCPUS];
+	struct dev_blob dev[CKPT_MAX_DEV_SECTIONS];
+	unsigned int ndev;
+	struct ckpt_disk *disk[ELIDE_MAX_DISKS];
+	struct ram_map ram;
+	bool has_ram;
+};
+
+struct stream_reader;
+struct stream_writer;
+/* Read sections until the end marker; refuses duplicates and unknown kinds. */
+int ckpt_state_read(struct stream_reader *r, struct ckpt_state *l, bool ram_only,
+		    struct qerr *e);
+/* KVM, vCPU and device state into @vm (built, not started); leaves it paused. */
+int ckpt_state_apply(struct vm *vm, struct ckpt_state *l, struct qerr *e);
+void ckpt_state_free(struct ckpt_state *l);
+/* VM, KVM, CPU, DEVICE and DISK sections of a paused VM (all but RAM). */
+int ckpt_state_write(struct vm *vm, struct stream_writer *w, struct qerr *e);
 
 struct ckpt_vm *ckpt_vm_get(struct vm *vm);
 /* Finish a lazy restore now (a checkpoint must see all of memory). */

@@ -25,8 +25,8 @@
 #include "qlite/virtio.h"
 #include "qlite/vm.h"
 
-#define STATE_MAX_SECTION (256ULL * MiB)
-#define MAX_DEV_SECTIONS 256
+#define STATE_MAX_SECTION CKPT_MAX_SECTION
+#define MAX_DEV_SECTIONS CKPT_MAX_DEV_SECTIONS
 
 struct ckpt_restore {
 	struct vm *vm;
@@ -43,29 +43,7 @@ struct ckpt_restore {
 	uint64_t start_ns, running_ns, done_ns;
 };
 
-struct dev_blob {
-	char id[STREAM_ID_MAX + 1];
-	uint32_t inst, version;
-	uint8_t *data;
-	size_t len;
-	bool used;
-};
-
-struct loaded {
-	char *vm_json;
-	size_t vm_len;
-	uint8_t *kvm;
-	size_t kvm_len;
-	uint8_t *cpu[VM_MAX_VCPUS];
-	size_t cpu_len[VM_MAX_VCPUS];
-	struct dev_blob dev[MAX_DEV_SECTIONS];
-	unsigned int ndev;
-	struct ckpt_disk *disk[ELIDE_MAX_DISKS];
-	struct ram_map ram;
-	bool has_ram;
-};
-
-static void loaded_free(struct loaded *l)
+void ckpt_state_free(struct ckpt_state *l)
 {
 	unsigned int i;
 
@@ -107,20 +85,15 @@ static int open_state(const char *dir, struct qerr *e)
  * Read a whole state stream. @ram_only: a parent in a chain, whose RAM map
  * is all we need (the rest is still read, so its CRCs are checked).
  */
-static int load_stream(const char *dir, struct loaded *l, bool ram_only, struct qerr *e)
+int ckpt_state_read(struct stream_reader *r, struct ckpt_state *l, bool ram_only,
+		    struct qerr *e)
 {
-	struct stream_reader r;
 	struct stream_section s;
 	struct qerr se = { 0 };
-	int fd, ret;
+	int ret = 0;
 
-	fd = open_state(dir, e);
-	if (fd < 0)
-		return fd;
-	stream_reader_init_fd(&r, fd, STATE_MAX_SECTION);
-	ret = stream_open(&r, &se);
 	while (!ret) {
-		ret = stream_next(&r, &s, &se);
+		ret = stream_next(r, &s, &se);
 		if (ret <= 0)
 			break;
 		ret = 0;
@@ -219,15 +192,32 @@ static int load_stream(const char *dir, struct loaded *l, bool ram_only, struct 
 			ret = qerr_set(&se, EINVAL, "unexpected section kind %u", s.kind);
 		}
 	}
+	if (ret < 0)
+		return qerr_set(e, -ret, "%s", se.msg);
+	if (!ram_only && (!l->vm_json || !l->kvm))
+		return qerr_set(e, EINVAL, "no %s section", l->vm_json ? "kvm" : "vm");
+	return 0;
+}
+
+static int load_stream(const char *dir, struct ckpt_state *l, bool ram_only, struct qerr *e)
+{
+	struct stream_reader r;
+	struct qerr se = { 0 };
+	int fd, ret;
+
+	fd = open_state(dir, e);
+	if (fd < 0)
+		return fd;
+	stream_reader_init_fd(&r, fd, STATE_MAX_SECTION);
+	ret = stream_open(&r, &se);
+	if (!ret)
+		ret = ckpt_state_read(&r, l, ram_only, &se);
 	stream_reader_close(&r);
 	close(fd);
 	if (ret < 0)
 		return qerr_set(e, -ret, "checkpoint %s: %s", dir, se.msg);
 	if (!l->has_ram)
 		return qerr_set(e, EINVAL, "checkpoint %s: no ram section", dir);
-	if (!ram_only && (!l->vm_json || !l->kvm))
-		return qerr_set(e, EINVAL, "checkpoint %s: no %s section", dir,
-				l->vm_json ? "kvm" : "vm");
 	return 0;
 }
 
@@ -375,7 +365,7 @@ static int resolve_chain(struct ckpt_restore *rs, const char *dir, const struct 
 	snprintf(cur, sizeof(cur), "%s", dir);
 	for (level = 1; pending && !ret; level++) {
 		const struct ram_map *m = have_prev ? &prev : top;
-		struct loaded pl;
+		struct ckpt_state pl;
 
 		if (!m->has_parent) {
 			ret = qerr_set(e, EINVAL, "checkpoint %s: pages refer to a parent it lacks", cur);
@@ -427,7 +417,7 @@ static int resolve_chain(struct ckpt_restore *rs, const char *dir, const struct 
 			have_prev = true;
 			pl.has_ram = false;
 		}
-		loaded_free(&pl);
+		ckpt_state_free(&pl);
 		snprintf(cur, sizeof(cur), "%s", next);
 	}
 	if (have_prev)
@@ -441,7 +431,7 @@ static int resolve_chain(struct ckpt_restore *rs, const char *dir, const struct 
  * it is read in). Otherwise every referenced block is read and hashed now,
  * and any difference refuses the restore.
  */
-static int check_disks(struct ckpt_restore *rs, struct loaded *l, struct qerr *e)
+static int check_disks(struct ckpt_restore *rs, struct ckpt_state *l, struct qerr *e)
 {
 	uint64_t refs[ELIDE_MAX_DISKS] = { 0 }, p;
 	uint8_t buf[4096];
@@ -525,7 +515,7 @@ static int fill_eager(struct ckpt_restore *rs, struct qerr *e)
 
 /* ---- loading ------------------------------------------------------------------ */
 
-static int load_devices(struct vm *vm, struct loaded *l, struct qerr *e)
+static int load_devices(struct vm *vm, struct ckpt_state *l, struct qerr *e)
 {
 	struct device *list[MAX_DEV_SECTIONS], *d;
 	unsigned int n = 0, i, k;
@@ -566,6 +556,32 @@ static int load_devices(struct vm *vm, struct loaded *l, struct qerr *e)
 	return 0;
 }
 
+int ckpt_state_apply(struct vm *vm, struct ckpt_state *l, struct qerr *e)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < VM_MAX_VCPUS; i++)
+		if ((i < vm->ncpus) != !!l->cpu[i])
+			return qerr_set(e, EINVAL, "%s state for vCPU %u",
+					l->cpu[i] ? "unexpected" : "no", i);
+	ret = vm_kvm_state_load(vm, l->kvm, l->kvm_len, e);
+	for (i = 0; !ret && i < vm->ncpus; i++)
+		ret = vcpu_state_load(vm->vcpus[i], l->cpu[i], l->cpu_len[i], e);
+	if (!ret)
+		ret = load_devices(vm, l, e);
+	if (ret)
+		return ret;
+	/*
+	 * Paused, devices quiesced, the loaded clock held: starting it is a
+	 * resume, which kicks the queues and lets the clock run on from there.
+	 */
+	ret = vm_pause(vm);
+	if (ret)
+		return qerr_set(e, -ret, "cannot hold the restored VM: %s", strerror(-ret));
+	return 0;
+}
+
 void ckpt_restore_free(struct ckpt_restore *rs)
 {
 	unsigned int i;
@@ -588,7 +604,7 @@ int ckpt_restore(struct vm *vm, const char *dir, enum ckpt_restore_mode mode, st
 {
 	struct ckpt_vm *cv = ckpt_vm_get(vm);
 	struct ckpt_restore *rs;
-	struct loaded l;
+	struct ckpt_state l;
 	unsigned int i;
 	uint64_t p;
 	int ret;
@@ -621,13 +637,6 @@ int ckpt_restore(struct vm *vm, const char *dir, enum ckpt_restore_mode mode, st
 			       (unsigned long long)l.ram.npages, (unsigned long long)rs->npages);
 		goto err;
 	}
-	for (i = 0; i < VM_MAX_VCPUS; i++) {
-		if ((i < vm->ncpus) != !!l.cpu[i]) {
-			ret = qerr_set(e, EINVAL, "checkpoint %s: %s state for vCPU %u", dir,
-				       l.cpu[i] ? "unexpected" : "no", i);
-			goto err;
-		}
-	}
 	ret = resolve_chain(rs, dir, &l.ram, e);
 	if (!ret)
 		ret = check_disks(rs, &l, e);
@@ -644,11 +653,7 @@ int ckpt_restore(struct vm *vm, const char *dir, enum ckpt_restore_mode mode, st
 	if (ret)
 		goto err;
 	/* 3. KVM, vCPUs, devices. */
-	ret = vm_kvm_state_load(vm, l.kvm, l.kvm_len, e);
-	for (i = 0; !ret && i < vm->ncpus; i++)
-		ret = vcpu_state_load(vm->vcpus[i], l.cpu[i], l.cpu_len[i], e);
-	if (!ret)
-		ret = load_devices(vm, &l, e);
+	ret = ckpt_state_apply(vm, &l, e);
 	if (ret)
 		goto err;
 	/* 4. Pages that equal disk blocks still do: the next checkpoint may elide them. */
@@ -662,17 +667,10 @@ int ckpt_restore(struct vm *vm, const char *dir, enum ckpt_restore_mode mode, st
 						  rs->ref[p].key & ((1ULL << 48) - 1), rs->ref[p].hash);
 	ckpt_restore_free(cv->rs);
 	cv->rs = rs;
-	loaded_free(&l);
-	/*
-	 * Paused, devices quiesced, the loaded clock held: starting it is a
-	 * resume, which kicks the queues and lets the clock run on from there.
-	 */
-	ret = vm_pause(vm);
-	if (ret)
-		return qerr_set(e, -ret, "cannot hold the restored VM: %s", strerror(-ret));
+	ckpt_state_free(&l);
 	return 0;
 err:
-	loaded_free(&l);
+	ckpt_state_free(&l);
 	ckpt_restore_free(rs);
 	return ret;
 }

@@ -54,6 +54,29 @@ expect "profile: no --qmp" 1 "--qmp PATH is required" -- "$qlite" profile
 expect "profile: --freq too high" 1 "above the limit of 10000 Hz" -- \
     "$qlite" profile --qmp x --freq 10001
 expect "profile: --freq 0" 1 "at least 1 Hz" -- "$qlite" profile --qmp x --freq 0
+# Checkpoints: bad options and bad checkpoint directories, before any VM exists.
+expect "--restore with --kernel" 1 "--kernel cannot be combined with --restore" -- \
+    "$qlite" run --restore "$tmp" --kernel "$tmp/ok.bz"
+expect "--restore with --mem" 1 "--mem cannot be combined with --restore" -- \
+    "$qlite" run --mem 64M --restore "$tmp"
+expect "--restore-mode bad" 1 "--restore-mode sometimes: expected lazy or eager" -- \
+    "$qlite" run --restore "$tmp" --restore-mode sometimes
+expect "--restore-mode alone" 1 "--restore-mode needs --restore" -- \
+    "$qlite" run --kernel "$tmp/ok.bz" --restore-mode eager
+expect "--restore no checkpoint" 1 "cannot open checkpoint $tmp/state.qst" -- \
+    "$qlite" run --restore "$tmp"
+head -c 100 /dev/urandom >"$tmp/state.qst"
+expect "--restore foreign file" 1 "not a qlite state stream" -- "$qlite" run --restore "$tmp"
+rm -f "$tmp/state.qst"
+expect "snapshot: no action" 1 "save or load" -- "$qlite" snapshot --qmp x
+expect "snapshot: bad action" 1 "unknown action 'take'" -- "$qlite" snapshot take --qmp x d
+expect "snapshot: no dir" 1 "no checkpoint directory" -- "$qlite" snapshot save --qmp x
+expect "snapshot: no --qmp" 1 "--qmp PATH is required" -- "$qlite" snapshot save d
+expect "snapshot: --mode on save" 1 "--mode is for load" -- \
+    "$qlite" snapshot save --qmp x d --mode eager
+expect "snapshot: nothing listening" 1 "cannot connect to" -- \
+    "$qlite" snapshot save --qmp "$tmp/nobody.sock" "$tmp/ck"
+expect "snapshot help" 0 "Usage: qlite snapshot save" -- "$qlite" snapshot --help
 expect "help" 0 "Usage: qlite run" -- "$qlite" run --help
 expect "version" 0 "^qlite [0-9]" -- "$qlite" --version
 

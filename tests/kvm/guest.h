@@ -32,7 +32,7 @@ enum guest_test {
  * checkpoint has zero pages to skip.
  */
 #define CK_BUF 0x800000ULL
-#define CK_BUF_SIZE (24ULL << 20)
+#define CK_BUF_SIZE (256ULL << 10)
 #define CK_ROUND 40
 #define CK_ROUNDS 12
 
