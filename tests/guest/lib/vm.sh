@@ -102,18 +102,22 @@ vm_boot_args() {
 # vm_start NAME QLITE_RUN_ARGS...: `qlite run --qmp VM_SOCK ARGS...` in the
 # background under timeout. The console (stdout) goes to $VM_LOG and qlite's
 # own messages (stderr) to $VM_LOG.err, so consoles of a VM and of its
-# restored self can be joined. Sets VM_PID and VM_SOCK; waits for the socket
-# and fails if qlite exits first (vm_wait_exit then gives its status).
+# restored self can be joined. Sets VM_PID (a subshell that records qlite's
+# exit status, so that bash prints no "Killed" line) and VM_SOCK; waits for
+# the socket and fails if qlite exits first (vm_wait_exit gives the status).
 vm_start() {
     local name=$1 i
     shift
     VM_LOG=/tmp/$test_name-$name.log
     VM_SOCK=/tmp/$test_name-$name.sock
     VM_RC=
-    rm -f "$VM_SOCK"
+    rm -f "$VM_SOCK" "$VM_LOG.rc"
     echo "---- $test_name: $name: qlite run $*"
-    timeout -k 5 "$VM_TIMEOUT" "$QLITE" run --qmp "unix:$VM_SOCK,server=on,wait=off" "$@" \
-        </dev/null >"$VM_LOG" 2>"$VM_LOG.err" &
+    (
+        timeout -k 5 "$VM_TIMEOUT" "$QLITE" run --qmp "unix:$VM_SOCK,server=on,wait=off" "$@" \
+            </dev/null >"$VM_LOG" 2>"$VM_LOG.err"
+        echo $? >"$VM_LOG.rc"
+    ) 2>/dev/null & # nor a "Killed" line from the subshell
     VM_PID=$!
     for ((i = 0; i < 300; i++)); do
         [[ -S $VM_SOCK ]] && return 0
@@ -135,14 +139,17 @@ vm_wait_log() {
     return 1
 }
 
-# The qlite process of the background VM (timeout(1) may run it as a child).
+# The qlite process of the background VM: the subshell's child, or its
+# grandchild under a timeout(1) that forks (busybox's execs qlite).
 vm_qlite_pid() {
-    local c
-    if [[ $(cat "/proc/$VM_PID/comm" 2>/dev/null) == timeout ]]; then
-        c=$(cat /proc/"$VM_PID"/task/*/children 2>/dev/null | awk '{ print $1; exit }')
-        [[ -n $c ]] && { echo "$c"; return; }
-    fi
-    echo "$VM_PID"
+    local p=$VM_PID c i
+    for ((i = 0; i < 3; i++)); do
+        c=$(cat /proc/"$p"/task/*/children 2>/dev/null | awk '{ print $1; exit }')
+        [[ -n $c ]] || return 0
+        p=$c
+        [[ $(cat "/proc/$p/comm" 2>/dev/null) == timeout ]] || break
+    done
+    echo "$p"
 }
 
 # vm_wait_exit [SECONDS]: wait for the background VM (killing it after
@@ -156,16 +163,16 @@ vm_wait_exit() {
         done
         kill -0 "$VM_PID" 2>/dev/null && kill -KILL "$(vm_qlite_pid)" 2>/dev/null
     fi
-    set +e
-    wait "$VM_PID" 2>/dev/null # no "Killed" line from bash
-    VM_RC=$?
-    set -e
+    wait "$VM_PID" || true
+    VM_RC=$(cat "$VM_LOG.rc" 2>/dev/null || echo none)
     sed -i 's/\r$//' "$VM_LOG"
     echo "     exit status $VM_RC"
 }
 
 # vm_kill: SIGKILL the background qlite (no clean-up of any kind), then reap it.
 vm_kill() {
-    kill -KILL "$(vm_qlite_pid)" 2>/dev/null || true
-    vm_wait_exit
+    local p
+    p=$(vm_qlite_pid)
+    [[ -n $p ]] && kill -KILL "$p" 2>/dev/null
+    vm_wait_exit 30
 }
