@@ -527,6 +527,11 @@ static int rx_config(struct mig_rx *rx, const uint8_t *p, size_t len, struct qer
 	struct qerr se = {0};
 	int ret;
 
+	/* Whatever an earlier, refused CONFIG left. */
+	ckpt_config_free(rx->cfg_store);
+	rx->cfg_store = NULL;
+	free(rx->cfg_json);
+	rx->cfg_json = NULL;
 	stream_reader_init_mem(&r, p, len, MIG_MAX_CONFIG);
 	ret = stream_open(&r, &se);
 	if (!ret)
@@ -586,6 +591,7 @@ static int rx_state(struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr
 	struct qerr se = {0};
 	int ret;
 
+	ckpt_state_free(&rx->state); /* an earlier, refused STATE's */
 	stream_reader_init_mem(&r, p, len, MIG_MAX_STATE);
 	ret = stream_open(&r, &se);
 	if (!ret)
