@@ -77,6 +77,24 @@ expect "snapshot: --mode on save" 1 "--mode is for load" -- \
 expect "snapshot: nothing listening" 1 "cannot connect to" -- \
     "$qlite" snapshot save --qmp "$tmp/nobody.sock" "$tmp/ck"
 expect "snapshot help" 0 "Usage: qlite snapshot save" -- "$qlite" snapshot --help
+expect "migrate: no --qmp" 1 "--qmp PATH is required" -- "$qlite" migrate tcp:h:1
+expect "migrate: no URI" 1 "no destination URI" -- "$qlite" migrate --qmp x
+expect "migrate: bad URI" 1 "expected tcp:HOST:PORT, unix:PATH or fd:N" -- \
+    "$qlite" migrate --qmp x exec:cat
+expect "migrate: --postcopy" 1 "post-copy is not implemented yet" -- \
+    "$qlite" migrate --qmp x --postcopy unix:/m
+expect "migrate: nothing listening" 1 "cannot connect to" -- \
+    "$qlite" migrate --qmp "$tmp/nobody.sock" unix:/m --wait
+expect "migrate help" 0 "Usage: qlite migrate" -- "$qlite" migrate --help
+expect "--incoming with --mem" 1 "--mem cannot be combined with --incoming" -- \
+    "$qlite" run --incoming defer --mem 64M
+expect "--incoming bad URI" 1 "expected tcp:HOST:PORT" -- "$qlite" run --incoming later
+expect "--incoming fd not a socket" 1 "fd:0 is not a socket" -- "$qlite" run --incoming fd:0
+touch "$tmp/taken-mig.sock"
+expect "--incoming unix path exists" 1 "already exists" -- \
+    "$qlite" run --incoming "unix:$tmp/taken-mig.sock"
+expect "--incoming unix path not writable" 1 "cannot listen on unix:/proc/qlite-mig.sock" -- \
+    "$qlite" run --incoming unix:/proc/qlite-mig.sock
 expect "help" 0 "Usage: qlite run" -- "$qlite" run --help
 expect "version" 0 "^qlite [0-9]" -- "$qlite" --version
 
