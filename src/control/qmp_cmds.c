@@ -97,8 +97,7 @@ static void after_reset(struct ctl *c)
 
 static void after_quit(struct ctl *c)
 {
-	if (c->vm)
-		ctl_quit(c, "host-qmp-quit");
+	ctl_quit(c, "host-qmp-quit"); /* with no VM yet (--incoming), the wait ends */
 }
 
 static int cmd_query_cpus_fast(struct ctl *c, struct json_object *args,

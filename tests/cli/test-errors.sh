@@ -95,6 +95,29 @@ expect "--incoming unix path exists" 1 "already exists" -- \
     "$qlite" run --incoming "unix:$tmp/taken-mig.sock"
 expect "--incoming unix path not writable" 1 "cannot listen on unix:/proc/qlite-mig.sock" -- \
     "$qlite" run --incoming unix:/proc/qlite-mig.sock
+# A destination waiting for its VM: QMP answers, refuses what needs a VM, quits.
+"$qlite" run --incoming defer --qmp "unix:$tmp/inq.sock" --console none </dev/null \
+    >"$tmp/inq.out" 2>&1 &
+inq=$!
+for _ in $(seq 100); do [[ -S "$tmp/inq.sock" ]] && break; sleep 0.05; done
+expect "--incoming defer: inmigrate" 0 "inmigrate" -- "$qlite" status --qmp "$tmp/inq.sock"
+expect "--incoming defer: migrate refused" 1 "arriving by migration" -- \
+    "$qlite" qmp --qmp "$tmp/inq.sock" migrate '{"uri": "unix:/x"}'
+expect "--incoming defer: bad URI" 1 "expected tcp:HOST:PORT" -- \
+    "$qlite" qmp --qmp "$tmp/inq.sock" migrate-incoming '{"uri": "udp:x"}'
+expect "--incoming defer: listening" 0 '"status": ?"setup"' -- \
+    sh -c "'$qlite' qmp --qmp '$tmp/inq.sock' migrate-incoming '{\"uri\": \"unix:$tmp/inq-mig.sock\"}' &&
+           '$qlite' qmp --qmp '$tmp/inq.sock' query-migrate"
+expect "--incoming defer: quit" 0 "" -- "$qlite" quit --qmp "$tmp/inq.sock"
+wait "$inq"
+inq_rc=$?
+if [[ $inq_rc -eq 0 && ! -e "$tmp/inq-mig.sock" ]]; then
+    echo "PASS: --incoming defer: exits 0 on quit, socket removed"
+    pass=$((pass + 1))
+else
+    echo "FAIL: --incoming defer: exit $inq_rc, $(cat "$tmp/inq.out")"
+    fail=$((fail + 1))
+fi
 expect "help" 0 "Usage: qlite run" -- "$qlite" run --help
 expect "version" 0 "^qlite [0-9]" -- "$qlite" --version
 
