@@ -98,6 +98,8 @@ struct mig_conn {
 	_Atomic uint64_t rx_bytes, tx_bytes;
 };
 
+/* TCP (else nothing): no Nagle, keepalive and a user timeout for a vanished peer. */
+void mig_sock_tcp_options(int fd);
 void mig_conn_init(struct mig_conn *c, int fd, bool from_source);
 void mig_conn_free(struct mig_conn *c); /* closes the fd */
 /* One message: header, then @a and @b (either may be empty). */

@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +202,7 @@ static void *worker(void *opaque)
 
 static int start_worker(struct mig_in *m, int fd, struct qerr *e)
 {
+	mig_sock_tcp_options(fd);
 	mig_conn_init(&m->conn, fd, true);
 	m->sock = fd;
 	m->conn_ns = time_now_ns();
@@ -387,18 +387,6 @@ int mig_in_accept(struct mig_in *m, struct qerr *e)
 		mig_send_error(&c, EBUSY, "a migration is already arriving here");
 		mig_conn_free(&c);
 		return 0;
-	}
-	{
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-
-		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0 &&
-		    (ss.ss_family == AF_INET || ss.ss_family == AF_INET6)) {
-			int one = 1;
-
-			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-		}
 	}
 	return start_worker(m, fd, e);
 }

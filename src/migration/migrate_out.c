@@ -12,7 +12,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,27 +88,6 @@ static void set_status(struct mig_out *j, enum mig_status s)
 
 /* ---- connecting ---- */
 
-static void sock_options(int fd, bool tcp)
-{
-	int one = 1;
-
-	if (!tcp)
-		return;
-	/* GO, READY and RUNNING are tiny and time the downtime: no Nagle delay. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	/* A peer host that vanished is noticed within a minute, not hours. */
-	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-	{
-		int idle = 10, intvl = 2, cnt = 5;
-		unsigned int user_timeout = 30000;
-
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
-	}
-}
-
 /* Non-blocking connect, waited for in slices so a cancel is noticed. */
 static int connect_one(struct mig_out *j, int family, const struct sockaddr *sa, socklen_t len,
 		       int *out)
@@ -167,6 +145,7 @@ static int out_connect(struct mig_out *j, struct qerr *e)
 		fd = j->uri.fd;
 		j->uri.fd = -1; /* the connection owns it now */
 		j->sock = fd;
+		mig_sock_tcp_options(fd);
 		break;
 	case MIG_URI_UNIX: {
 		struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -193,7 +172,7 @@ static int out_connect(struct mig_out *j, struct qerr *e)
 		if (ret)
 			return qerr_set(e, -ret, "cannot connect to %s:%s: %s", j->uri.host,
 					j->uri.port, strerror(-ret));
-		sock_options(fd, true);
+		mig_sock_tcp_options(fd);
 		break;
 	}
 	}
