@@ -423,8 +423,11 @@ static int check_peer(struct mig_out *j, struct qerr *e)
 	return qerr_set(e, EPROTO, "the destination sent %s during pre-copy", mig_msg_name(type));
 }
 
-/* Wait for @want from the destination; its ERROR or anything else fails. */
-static int expect(struct mig_out *j, uint32_t want, int timeout_ms, struct qerr *e)
+/*
+ * Wait for @want from the destination; its ERROR (*@refused set, if given)
+ * or anything else fails.
+ */
+static int expect(struct mig_out *j, uint32_t want, int timeout_ms, bool *refused, struct qerr *e)
 {
 	uint32_t type, len;
 	int ret = mig_recv(&j->conn, &type, &len, timeout_ms, e);
@@ -432,6 +435,8 @@ static int expect(struct mig_out *j, uint32_t want, int timeout_ms, struct qerr 
 	if (ret)
 		return ret;
 	if (type == MIG_MSG_ERROR) {
+		if (refused)
+			*refused = true;
 		char text[MIG_MAX_ERROR + 1];
 		int err = mig_error_decode(j->conn.buf, len, text, sizeof(text));
 
@@ -468,7 +473,7 @@ static int handshake(struct mig_out *j, struct qerr *e)
 	sbuf_free(&b);
 	if (ret)
 		return ret;
-	ret = expect(j, MIG_MSG_HELLO_ACK, ACK_TIMEOUT_MS, e);
+	ret = expect(j, MIG_MSG_HELLO_ACK, ACK_TIMEOUT_MS, NULL, e);
 	if (ret)
 		return ret;
 	ret = mig_ack_decode(j->conn.buf, MIG_ACK_LEN, &version, &features, e);
@@ -585,6 +590,7 @@ static int switchover(struct mig_out *j, uint32_t round, struct qerr *e)
 {
 	uint8_t flags[4] = {0};
 	struct qerr he = {0};
+	bool refused = false;
 	uint64_t n;
 	int ret;
 
@@ -607,7 +613,7 @@ static int switchover(struct mig_out *j, uint32_t round, struct qerr *e)
 	if (!ret)
 		ret = out_send(j, MIG_MSG_END, flags, sizeof(flags), NULL, 0, e);
 	if (!ret)
-		ret = expect(j, MIG_MSG_READY, READY_TIMEOUT_MS, e);
+		ret = expect(j, MIG_MSG_READY, READY_TIMEOUT_MS, NULL, e);
 	if (ret)
 		return ret;
 	/* Past this point the destination may run the VM: never resume here unasked. */
@@ -620,7 +626,14 @@ static int switchover(struct mig_out *j, uint32_t round, struct qerr *e)
 	pthread_mutex_unlock(&j->sync.lock);
 	ret = mig_send(&j->conn, MIG_MSG_GO, NULL, 0, NULL, 0, &he);
 	if (!ret)
-		ret = expect(j, MIG_MSG_RUNNING, ACK_TIMEOUT_MS, &he);
+		ret = expect(j, MIG_MSG_RUNNING, ACK_TIMEOUT_MS, &refused, &he);
+	if (ret && refused) {
+		/* It says it could not start the VM, and it sends that only if nothing runs. */
+		pthread_mutex_lock(&j->sync.lock);
+		j->handed_over = false;
+		pthread_mutex_unlock(&j->sync.lock);
+		return qerr_set(e, -ret, "%s", he.msg);
+	}
 	if (ret)
 		return qerr_set(e, -ret,
 				"the VM was handed over but the destination did not confirm it "

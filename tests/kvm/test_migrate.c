@@ -305,9 +305,11 @@ static void expect_source_survives(struct driver *d, const char *what, const cha
 /* ---- a fake destination, for the source's bad cases ---- */
 
 enum fake_mode {
-	FAKE_BAD_VERSION, /* answers HELLO with version 99 */
-	FAKE_HANG_UP,	  /* takes 64 KiB of pre-copy, then closes */
-	FAKE_SINK,	  /* reads everything until the source closes */
+	FAKE_BAD_VERSION,     /* answers HELLO with version 99 */
+	FAKE_HANG_UP,	      /* takes 64 KiB of pre-copy, then closes */
+	FAKE_SINK,	      /* reads everything until the source closes */
+	FAKE_REFUSE_AFTER_GO, /* READY, then an ERROR instead of RUNNING */
+	FAKE_VANISH_AFTER_GO, /* READY, then gone without a word */
 };
 
 struct fake {
@@ -346,6 +348,12 @@ static void *fake_dest(void *arg)
 		f->got += len;
 		if (f->mode == FAKE_HANG_UP && f->got > 65536)
 			break;
+		if (type == MIG_MSG_END)
+			mig_send(&c, MIG_MSG_READY, NULL, 0, NULL, 0, &e);
+		if (type == MIG_MSG_GO && f->mode == FAKE_VANISH_AFTER_GO)
+			break;
+		if (type == MIG_MSG_GO)
+			mig_send_error(&c, ENODEV, "cannot start the VM here");
 	}
 	mig_conn_free(&c);
 	return NULL;
@@ -454,6 +462,43 @@ static void *drive(void *arg)
 	expect_source_survives(d, "cancelled", "cancelled", NULL);
 	fake_stop(&f);
 	CHECK(f.got > 0);
+	r = qmp(&d->q, "migrate-set-parameters", "{\"max-bandwidth\": 134217728}", &e);
+	CHECK(r);
+	json_object_put(r);
+
+	/* After GO: a destination that says it cannot start the VM: the source resumes. */
+	fake_start(&f, path, FAKE_REFUSE_AFTER_GO);
+	CHECK(migrate_start(d, uri, &e));
+	expect_source_survives(d, "refused after GO", "failed", "cannot start the VM here");
+	fake_stop(&f);
+	CHECK(d->stops == 1 && d->resumes == 1);
+
+	/*
+	 * After GO, silence: the destination may run the VM, so the source must
+	 * stay paused until told otherwise.
+	 */
+	fake_start(&f, path, FAKE_VANISH_AFTER_GO);
+	CHECK(migrate_start(d, uri, &e));
+	if (strcmp(migrate_wait(d), "failed") ||
+	    !strstr(jstr(d->last, "error-desc"), "did not confirm")) {
+		fprintf(stderr, "FAIL vanished after GO: %s\n", jstr(d->last, "error-desc"));
+		failures++;
+	} else {
+		uint64_t round = guest_round(d);
+
+		printf("source stays paused (vanished after GO): %s\n",
+		       jstr(d->last, "error-desc"));
+		CHECK(vm_status_is(&d->q, "paused"));
+		CHECK(d->resumes == 0);
+		usleep(600000);
+		CHECK(guest_round(d) == round);
+		r = qmp(&d->q, "cont", NULL, &e);
+		CHECK(r);
+		json_object_put(r);
+		CHECK(vm_status_is(&d->q, "running"));
+		CHECK(wait_round(d, round + 1) > round);
+	}
+	fake_stop(&f);
 
 	/* A real destination that cannot build the VM (a disk the source has not). */
 	snprintf(path, sizeof(path), "%s/refuse.sock", tmpdir);
