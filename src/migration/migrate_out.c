@@ -774,6 +774,7 @@ int mig_out_start(struct vm *vm, const char *uri, const struct mig_params *p, st
 	j->status = MIG_STATUS_SETUP;
 	if (pthread_create(&j->thread, NULL, worker, j)) {
 		ret = qerr_set(e, EAGAIN, "cannot start the migration thread");
+		vm_dirty_log_stop(vm, NULL);
 		goto err;
 	}
 	j->thread_started = true;
