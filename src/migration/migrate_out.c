@@ -49,10 +49,12 @@ struct mig_out {
 	_Atomic uint64_t max_bw, downtime_ms;
 	unsigned long *dirty; /* the round's pages */
 	/*
-	 * Pages sent at least once: what the destination holds some version
-	 * of. Post-copy needs it (a page never sent must be requested).
+	 * Pages whose current content the destination holds: sent (as data or
+	 * as zero), or zero on both sides since round 0; cleared when the dirty
+	 * log says a page changed. What post-copy must still send or answer
+	 * requests for is exactly the pages without a bit (plus the log's).
 	 */
-	unsigned long *sent;
+	unsigned long *synced;
 
 	/* Switchover: filled on the main thread. */
 	uint8_t *state;
@@ -259,7 +261,7 @@ static int send_pages(struct mig_out *j, uint64_t first, uint64_t n, bool limit,
 	if (ret)
 		return ret;
 	for (p = first; p < first + n; p++)
-		mig_bit_set(j->sent, p);
+		mig_bit_set(j->synced, p);
 	j->normal += n;
 	if (limit)
 		throttle(j, n * MIG_PAGE + MIG_PAGES_HDR + MIG_HDR_LEN);
@@ -276,7 +278,7 @@ static int send_zero(struct mig_out *j, uint64_t first, uint64_t n, struct qerr 
 		msg[8 + i] = (uint8_t)(n >> (8 * i));
 	}
 	for (p = first; p < first + n; p++)
-		mig_bit_set(j->sent, p);
+		mig_bit_set(j->synced, p);
 	j->duplicate += n;
 	return out_send(j, MIG_MSG_ZERO, msg, sizeof(msg), NULL, 0, e);
 }
@@ -338,6 +340,7 @@ static int send_set(struct mig_out *j, const unsigned long *set, bool round0, bo
 			}
 			if (round0) {
 				j->duplicate++;
+				mig_bit_set(j->synced, p); /* the destination's is zero too */
 			} else if (zrun && zfirst + zrun == p) {
 				zrun++;
 			} else {
@@ -370,13 +373,15 @@ static int send_set(struct mig_out *j, const unsigned long *set, bool round0, bo
 	return ret;
 }
 
+/* Bits set among the first @npages (the last word's tail does not count). */
 static uint64_t popcount(const unsigned long *b, uint64_t npages)
 {
-	uint64_t n = 0;
-	size_t w;
+	uint64_t n = 0, full = npages / MIG_BITS, w;
 
-	for (w = 0; w < mig_bitmap_words(npages); w++)
+	for (w = 0; w < full; w++)
 		n += (uint64_t)__builtin_popcountl(b[w]);
+	if (npages % MIG_BITS)
+		n += (uint64_t)__builtin_popcountl(b[full] & ((1UL << (npages % MIG_BITS)) - 1));
 	return n;
 }
 
@@ -399,6 +404,8 @@ static int collect_dirty(struct mig_out *j, bool keep, struct qerr *e)
 		j->dirty[nw - 1] &= (1UL << (j->npages % MIG_BITS)) - 1;
 	else
 		j->dirty[nw - 1] = 0;
+	for (w = 0; w < nw; w++)
+		j->synced[w] &= ~j->dirty[w];
 	return 0;
 }
 
@@ -535,6 +542,8 @@ static int round0(struct mig_out *j, struct qerr *e)
 	n = popcount(pop, j->npages);
 	/* Never populated: zero on both sides, nothing to send. */
 	j->duplicate += j->npages - n;
+	for (size_t w = 0; w < mig_bitmap_words(j->npages); w++)
+		j->synced[w] = ~pop[w];
 	j->remaining = n;
 	ret = send_round_msg(j, 0, n, e);
 	if (!ret)
@@ -607,6 +616,10 @@ static int switchover(struct mig_out *j, uint32_t round, struct qerr *e)
 	ret = send_round_msg(j, round + 1, n, e);
 	if (!ret)
 		ret = send_set(j, j->dirty, false, false, e);
+	/* Paused and all sent: every page must be in sync now, or the bookkeeping is wrong. */
+	if (!ret && (n = popcount(j->synced, j->npages)) != j->npages)
+		ret = qerr_set(e, EIO, "internal error: %llu pages never reached the destination",
+			       (unsigned long long)(j->npages - n));
 	if (!ret)
 		ret = out_send(j, MIG_MSG_STATE, j->state, j->state_len, NULL, 0, e);
 	flags[0] = j->was_running ? MIG_END_RUN : 0;
@@ -712,7 +725,7 @@ void mig_out_free(struct mig_out *j)
 		close(j->uri.fd);
 	mig_sync_destroy(&j->sync);
 	free(j->dirty);
-	free(j->sent);
+	free(j->synced);
 	free(j->state);
 	free(j);
 }
@@ -753,8 +766,8 @@ int mig_out_start(struct vm *vm, const char *uri, const struct mig_params *p, st
 	if (ret)
 		goto err;
 	j->dirty = calloc(mig_bitmap_words(j->npages), sizeof(unsigned long));
-	j->sent = calloc(mig_bitmap_words(j->npages), sizeof(unsigned long));
-	if (!j->dirty || !j->sent) {
+	j->synced = calloc(mig_bitmap_words(j->npages), sizeof(unsigned long));
+	if (!j->dirty || !j->synced) {
 		ret = qerr_set(e, ENOMEM, "out of memory for the dirty bitmaps");
 		goto err;
 	}
