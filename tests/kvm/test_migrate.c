@@ -627,9 +627,9 @@ static void send_hello(struct mig_conn *c, uint32_t vmin, uint32_t vmax, uint64_
 }
 
 /* HELLO, its answer, and CONFIG for a 16 MiB, 1-vCPU VM (4096 pages). */
-static bool send_prologue(struct mig_conn *c, uint64_t hello_pages)
+static bool send_prologue_mem(struct mig_conn *c, uint64_t hello_pages, uint64_t mem)
 {
-	struct vm_config cfg = {.mem_size = 16ULL << 20, .ncpus = 1};
+	struct vm_config cfg = {.mem_size = mem, .ncpus = 1};
 	struct stream_writer w;
 	struct qerr e = {0};
 	uint32_t type, len;
@@ -656,6 +656,11 @@ static bool send_prologue(struct mig_conn *c, uint64_t hello_pages)
 	return true;
 }
 
+static bool send_prologue(struct mig_conn *c, uint64_t hello_pages)
+{
+	return send_prologue_mem(c, hello_pages, 16ULL << 20);
+}
+
 static void send_round(struct mig_conn *c, uint32_t round)
 {
 	uint8_t m[12] = {0};
@@ -672,6 +677,7 @@ enum bad_source {
 	BAD_PAGE_RANGE,
 	BAD_ORDER,
 	BAD_HELLO_PAGES,
+	BAD_TOO_BIG,
 };
 
 static void bad_source(enum bad_source what, const char *name, const char *needle)
@@ -741,6 +747,9 @@ static void bad_source(enum bad_source what, const char *name, const char *needl
 		break;
 	case BAD_HELLO_PAGES:
 		send_prologue(&c, 100);
+		break;
+	case BAD_TOO_BIG: /* a destination with less memory than the VM */
+		send_prologue_mem(&c, (4ULL << 40) / 4096, 4ULL << 40);
 		break;
 	}
 	/* The destination says why before it goes (not for a truncation: we hung up). */
@@ -874,6 +883,7 @@ int main(void)
 	bad_source(BAD_PAGE_RANGE, "page beyond the VM", "the VM has 4096 pages");
 	bad_source(BAD_ORDER, "out of order", "GO out of order");
 	bad_source(BAD_HELLO_PAGES, "HELLO and CONFIG disagree", "HELLO announced 100");
+	bad_source(BAD_TOO_BIG, "more RAM than this host", "has 4194304 MiB of RAM; this host has");
 	port_in_use();
 	{
 		char disk[300];
