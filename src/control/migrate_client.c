@@ -33,18 +33,23 @@ static int64_t get_int(struct json_object *o, const char *k)
 
 static const char *phase(struct mclient *mc, char *buf, size_t len)
 {
-	struct json_object *ram = NULL;
+	struct json_object *ram = NULL, *v;
+	const char *status = mc->status[0] ? mc->status : "setup";
 
+	/* The figures' own status: the final ones come before the MIGRATION event. */
+	if (mc->info && json_object_object_get_ex(mc->info, "status", &v))
+		status = json_object_get_string(v);
 	if (mc->info)
 		json_object_object_get_ex(mc->info, "ram", &ram);
-	if (!strcmp(mc->status, "active") && mc->switchover)
+	if (!strcmp(status, "active") && mc->switchover)
 		return "switchover (VM paused)";
-	if (!strcmp(mc->status, "active")) {
+	if (!strcmp(status, "active")) {
 		snprintf(buf, len, "pre-copy round %lld",
 			 (long long)get_int(ram, "dirty-sync-count"));
 		return buf;
 	}
-	return mc->status[0] ? mc->status : "setup";
+	snprintf(buf, len, "%s", status);
+	return buf;
 }
 
 static void show_progress(struct mclient *mc)
