@@ -137,7 +137,7 @@ static void print_summary(struct mclient *mc)
 
 	json_object_object_get_ex(mc->info, "ram", &ram);
 	fprintf(stderr,
-		"migrated to %s: %.1f MiB sent in %lld ms (%lld pre-copy rounds), downtime %lld "
+		"migrated to %s: %.1f MiB sent in %lld ms (%lld rounds), downtime %lld "
 		"ms; "
 		"pages: %lld data, %lld zero\n",
 		mc->o->uri, (double)get_int(ram, "transferred") / (1 << 20),
