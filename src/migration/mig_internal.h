@@ -110,7 +110,9 @@ int mig_send_error(struct mig_conn *c, int errnum, const char *text);
  * The next message into c->buf. The header is checked (mig_check_hdr)
  * before any payload is read, and a large one's buffer grows only as its
  * bytes arrive. @timeout_ms bounds the wait for its first byte (-1: none):
- * -ETIMEDOUT. A peer's ERROR message is returned as such (type ERROR).
+ * -ETIMEDOUT. The peer gone: -ECONNRESET at a message boundary, -EPIPE
+ * inside a message; a header refused: -EBADMSG. A peer's ERROR message is
+ * returned as such (type ERROR).
  */
 int mig_recv(struct mig_conn *c, uint32_t *type, uint32_t *len, int timeout_ms, struct qerr *e);
 

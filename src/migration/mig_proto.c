@@ -440,7 +440,7 @@ int mig_recv(struct mig_conn *c, uint32_t *type, uint32_t *len, int timeout_ms, 
 		return qerr_set(e, ECONNRESET, "the %s closed the connection",
 				c->from_source ? "source" : "destination");
 	if (got < sizeof(hdr))
-		return qerr_set(e, EBADMSG,
+		return qerr_set(e, EPIPE,
 				"the stream ends inside a message header (%zu of %d bytes)", got,
 				MIG_HDR_LEN);
 	for (int i = 0; i < 4; i++) {
@@ -464,7 +464,7 @@ int mig_recv(struct mig_conn *c, uint32_t *type, uint32_t *len, int timeout_ms, 
 			return qerr_set(e, -ret, "cannot read message %s: %s", name,
 					strerror(-ret));
 		if (got < step)
-			return qerr_set(e, EBADMSG,
+			return qerr_set(e, EPIPE,
 					"the stream ends inside message %s (%zu of %u bytes)", name,
 					done, l);
 	}

@@ -137,6 +137,13 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 					"not a qlite migration stream (%s at its start)", re.msg);
 		if (ret && rx->phase == MIG_RX_HELLO && first)
 			return qerr_set(e, -ret, "%s before the migration began", re.msg);
+		if (ret == -ECONNRESET || ret == -EPIPE)
+			return qerr_set(e, -ret,
+					"the source went away during %s, after %llu bytes "
+					"(cancelled, or it "
+					"failed): %s",
+					mig_rx_phase_name(rx->phase),
+					(unsigned long long)m->conn.rx_bytes, re.msg);
 		if (ret)
 			return qerr_set(e, -ret, "%s (during %s, after %llu bytes)", re.msg,
 					mig_rx_phase_name(rx->phase),
