@@ -520,13 +520,15 @@ static bool ctl_rebuild(struct ctl *c)
 
 enum vm_stop_reason ctl_run(struct ctl *c)
 {
+	/* Captured first: a migration may even arrive (and start) in the wait below. */
+	bool arriving = c->incoming;
 	enum vm_stop_reason why;
 	int ret;
 
 	/* wait=on: nothing runs until a management client is connected. */
 	while (qmp_server_wait_client(c->qmp) && !c->vm_stopped && !c->quit_no_vm)
 		loop_run_once(c->loop, -1);
-	if (c->incoming) {
+	if (arriving) {
 		/* The VM arrives by migration; ctl_mig_start() starts it. */
 		while (c->incoming && !c->vm_stopped && !c->quit_no_vm) {
 			ret = loop_run_once(c->loop, -1);
