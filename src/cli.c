@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "qlite/cli.h"
+#include "qlite/migrate.h"
 
 const char cli_main_usage[] =
 	"Usage: qlite <command> [options]\n"
@@ -22,6 +23,8 @@ const char cli_main_usage[] =
 	"  profile     profile a running guest (qlite profile --help)\n"
 	"  snapshot    checkpoint a running VM, or load a checkpoint into it\n"
 	"              (qlite snapshot --help); restore one with qlite run --restore\n"
+	"  migrate     live-migrate a running VM to another qlite (qlite migrate\n"
+	"              --help); the destination runs qlite run --incoming URI\n"
 	"  help        show this text\n"
 	"  version     print the version\n"
 	"\n"
@@ -30,6 +33,7 @@ const char cli_main_usage[] =
 const char cli_run_usage[] =
 	"Usage: qlite run --kernel FILE [options]\n"
 	"       qlite run --restore DIR [options]\n"
+	"       qlite run --incoming URI|defer [options]\n"
 	"\n"
 	"Boot a Linux kernel (x86-64 bzImage) in a KVM virtual machine. The guest's\n"
 	"first serial port (ttyS0) is this terminal; put console=ttyS0 on --cmdline.\n"
@@ -76,6 +80,16 @@ const char cli_run_usage[] =
 	"      --restore-mode M  lazy (default: vCPUs run at once, memory is read in\n"
 	"                        on demand and in the background) or eager (all of\n"
 	"                        memory is read first)\n"
+	"      --incoming URI    receive a live migration (qlite migrate) on\n"
+	"                        tcp:HOST:PORT, unix:PATH or fd:N (an inherited\n"
+	"                        socket, listening or connected), or 'defer' to wait\n"
+	"                        for QMP migrate-incoming. The VM's configuration\n"
+	"                        comes from the migration stream, so --kernel, --mem,\n"
+	"                        --cpus and the like are refused; --disk and --net, if\n"
+	"                        given, replace the source's (same number). It runs\n"
+	"                        once it has arrived (stays paused with -S, or if it\n"
+	"                        was paused on the source); exit status 1 if the\n"
+	"                        migration fails\n"
 	"  -h, --help            this text\n"
 	"\n"
 	"Options also take the --opt=value form.\n"
@@ -92,6 +106,7 @@ const char cli_run_usage[] =
 enum {
 	OPT_RESTORE = 200,
 	OPT_RESTORE_MODE,
+	OPT_INCOMING,
 	OPT_NO_REBOOT = 256,
 	OPT_CONSOLE,
 	OPT_MEM_BACKEND,
@@ -136,6 +151,7 @@ static const struct option run_longopts[] = {
 	{ "pmu", required_argument, NULL, OPT_PMU },
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "restore-mode", required_argument, NULL, OPT_RESTORE_MODE },
+	{ "incoming", required_argument, NULL, OPT_INCOMING },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -330,6 +346,16 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 				return qerr_set(e, EINVAL, "--restore needs a checkpoint directory");
 			o->restore = optarg;
 			break;
+		case OPT_INCOMING:
+			if (strcmp(optarg, "defer")) {
+				struct mig_uri u;
+
+				ret = mig_uri_parse(optarg, &u, e);
+				if (ret)
+					return ret;
+			}
+			o->incoming = optarg;
+			break;
 		case OPT_RESTORE_MODE:
 			if (strcmp(optarg, "lazy") && strcmp(optarg, "eager"))
 				return qerr_set(e, EINVAL, "--restore-mode %s: expected lazy or eager",
@@ -448,7 +474,13 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 				o->vm_opt);
 	if (o->restore_mode_given && !o->restore)
 		return qerr_set(e, EINVAL, "--restore-mode needs --restore");
-	if (o->restore)
+	if (o->incoming && o->restore)
+		return qerr_set(e, EINVAL, "--incoming cannot be combined with --restore");
+	if (o->incoming && o->vm_opt)
+		return qerr_set(e, EINVAL,
+				"%s cannot be combined with --incoming: the migration stream carries the VM's configuration",
+				o->vm_opt);
+	if (o->restore || o->incoming)
 		return 0;
 	if (!o->kernel)
 		return qerr_set(e, EINVAL, "--kernel is required");
@@ -833,4 +865,115 @@ int cli_parse_snapshot(int argc, char **argv, struct snapshot_options *o, struct
 	if (!strcmp(o->action, "save") && o->eager)
 		return qerr_set(e, EINVAL, "--mode is for load");
 	return 0;
+}
+
+const char cli_migrate_usage[] =
+	"Usage: qlite migrate --qmp PATH URI [--wait] [--json] [--max-bandwidth SIZE]\n"
+	"                     [--downtime-limit MS] [--postcopy[=auto]]\n"
+	"\n"
+	"Live-migrate the VM behind PATH to a qlite started on the destination with\n"
+	"'qlite run --incoming URI' (URI: tcp:HOST:PORT, unix:PATH, or fd:N, a\n"
+	"connected socket the source qlite inherited). Memory is copied while the\n"
+	"guest runs (pre-copy rounds), then the VM pauses for the rest and its device\n"
+	"state, and resumes on the destination; the source qlite then exits. Disks\n"
+	"are not copied: both sides must see the same disk images (shared storage).\n"
+	"\n"
+	"  --wait                follow the migration to its end: a progress line on\n"
+	"                        stderr, then a summary (without it: start it and exit)\n"
+	"  --json                print the outcome as JSON on stdout (query-migrate's\n"
+	"                        shape: status, ram {...}, total-time, downtime, ...)\n"
+	"  --max-bandwidth SIZE  bytes per second for pre-copy, e.g. 1G (0: unlimited;\n"
+	"                        default 128M)\n"
+	"  --downtime-limit MS   the longest pause allowed at the switchover (default\n"
+	"                        300)\n"
+	"  --postcopy[=auto]     post-copy: not implemented yet (refused)\n"
+	"\n"
+	"Exit status: 0 when the migration completed (or, without --wait, started);\n"
+	"1 on bad options or when it failed: the reason is printed, and the VM keeps\n"
+	"running on the source.\n";
+
+enum {
+	OPT_MIG_QMP = 400,
+	OPT_MIG_WAIT,
+	OPT_MIG_JSON,
+	OPT_MIG_POSTCOPY,
+	OPT_MIG_BW,
+	OPT_MIG_DOWNTIME,
+};
+
+static const struct option migrate_longopts[] = {
+	{ "qmp", required_argument, NULL, OPT_MIG_QMP },
+	{ "wait", no_argument, NULL, OPT_MIG_WAIT },
+	{ "json", no_argument, NULL, OPT_MIG_JSON },
+	{ "postcopy", optional_argument, NULL, OPT_MIG_POSTCOPY },
+	{ "max-bandwidth", required_argument, NULL, OPT_MIG_BW },
+	{ "downtime-limit", required_argument, NULL, OPT_MIG_DOWNTIME },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+int cli_parse_migrate(int argc, char **argv, struct migrate_options *o, struct qerr *e)
+{
+	struct mig_uri u;
+	uint64_t v;
+	int c, ret;
+
+	memset(o, 0, sizeof(*o));
+	optind = 0;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", migrate_longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_MIG_QMP:
+			o->qmp = optarg;
+			break;
+		case OPT_MIG_WAIT:
+			o->wait = true;
+			break;
+		case OPT_MIG_JSON:
+			o->json = true;
+			break;
+		case OPT_MIG_POSTCOPY:
+			if (optarg && strcmp(optarg, "auto"))
+				return qerr_set(e, EINVAL, "--postcopy=%s: expected --postcopy or --postcopy=auto",
+						optarg);
+			o->postcopy = optarg ? CLI_POSTCOPY_AUTO : CLI_POSTCOPY_ON;
+			break;
+		case OPT_MIG_BW:
+			if (!strcmp(optarg, "0")) {
+				v = 0;
+			} else if (parse_size(optarg, &v)) {
+				return qerr_set(e, EINVAL,
+						"--max-bandwidth %s: expected bytes per second such as 512M or 1G",
+						optarg);
+			}
+			o->max_bandwidth = v;
+			o->max_bandwidth_given = true;
+			break;
+		case OPT_MIG_DOWNTIME:
+			if (parse_uint(optarg, 0, MIG_MAX_DOWNTIME_MS, &v))
+				return qerr_set(e, EINVAL, "--downtime-limit %s: expected 0..%llu milliseconds",
+						optarg, (unsigned long long)MIG_MAX_DOWNTIME_MS);
+			o->downtime_ms = v;
+			o->downtime_given = true;
+			break;
+		case 'h':
+			o->help = true;
+			return 0;
+		case ':':
+			return qerr_set(e, EINVAL, "option %s needs a value", argv[optind - 1]);
+		default:
+			if (optopt)
+				return qerr_set(e, EINVAL, "option %s takes no value", argv[optind - 1]);
+			return qerr_set(e, EINVAL, "unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return qerr_set(e, EINVAL, "no destination URI given (tcp:HOST:PORT, unix:PATH or fd:N)");
+	o->uri = argv[optind++];
+	if (optind < argc)
+		return qerr_set(e, EINVAL, "unexpected argument '%s'", argv[optind]);
+	if (!o->qmp || !*o->qmp)
+		return qerr_set(e, EINVAL, "--qmp PATH is required");
+	ret = mig_uri_parse(o->uri, &u, e);
+	return ret;
 }

@@ -15,6 +15,7 @@
 #include "qlite/loop.h"
 #include "qlite/profile.h"
 #include "qlite/qmp.h"
+#include "qlite/virtio.h"
 
 static const char *const runstate_names[] = {
 	[RUN_PRELAUNCH] = "prelaunch",
@@ -23,6 +24,9 @@ static const char *const runstate_names[] = {
 	[RUN_SHUTDOWN] = "shutdown",
 	[RUN_GUEST_PANICKED] = "guest-panicked",
 	[RUN_INTERNAL_ERROR] = "internal-error",
+	[RUN_INMIGRATE] = "inmigrate",
+	[RUN_FINISH_MIGRATE] = "finish-migrate",
+	[RUN_POSTMIGRATE] = "postmigrate",
 };
 
 const char *runstate_name(enum runstate s)
@@ -89,6 +93,8 @@ static int ctl_build_vm(struct ctl *c, struct qerr *e)
 		if (c->restore_err_fd >= 0 &&
 		    loop_add(c->loop, c->restore_err_fd, EPOLLIN, ctl_on_restore_error, c))
 			c->restore_err_fd = -1;
+	} else if (c->mig_building) {
+		ret = 0; /* memory and state arrive by migration */
 	} else if (!c->cfg.boot) {
 		ret = qerr_set(e, ENOENT, "no kernel to boot (the checkpoint recorded none)");
 	} else {
@@ -110,11 +116,14 @@ static int ctl_build_vm(struct ctl *c, struct qerr *e)
 static void ctl_profile_end(struct ctl *c, const char *reason);
 
 static void ctl_snapshot_end(struct ctl *c);
+static void ctl_mig_out_end(struct ctl *c, bool vm_going);
 
 static void ctl_destroy_vm(struct ctl *c)
 {
 	if (!c->vm)
 		return;
+	if (c->mig_out)
+		ctl_mig_out_end(c, true); /* the guest reset or stopped: the migration fails */
 	if (c->snap) {
 		c->snap_was_running = false; /* the VM is going: nothing to resume */
 		ctl_snapshot_end(c);
@@ -200,6 +209,20 @@ int ctl_watch_signals(struct ctl *c, int signal_fd)
 	return loop_add(c->loop, signal_fd, EPOLLIN, ctl_on_signal, c);
 }
 
+static int ctl_watch_console(struct ctl *c, struct qerr *e)
+{
+	int ret;
+
+	if (c->cfg.vm.console_in < 0)
+		return 0;
+	ret = loop_add(c->loop, c->cfg.vm.console_in, EPOLLIN, ctl_on_console, c);
+	/* EPERM: /dev/null or a regular file, which cannot be polled: no input. */
+	if (ret && ret != -EPERM)
+		return qerr_set(e, -ret, "cannot watch the console: %s", strerror(-ret));
+	c->console_open = !ret;
+	return 0;
+}
+
 int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 {
 	struct ctl *c = calloc(1, sizeof(*c));
@@ -212,6 +235,7 @@ int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 	c->liveness_fd = -1;
 	c->prof_timer_fd = -1;
 	c->snap_timer_fd = -1;
+	c->mig_timer_fd = -1;
 	c->restore_err_fd = -1;
 	c->restore_pending = cfg->restore_dir != NULL;
 	c->state = cfg->start_paused ? RUN_PRELAUNCH : RUN_RUNNING;
@@ -233,18 +257,22 @@ int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e)
 		if (ret)
 			goto err;
 	}
-	ret = ctl_build_vm(c, e);
-	if (ret)
-		goto err;
-	if (cfg->vm.console_in >= 0) {
-		ret = loop_add(c->loop, cfg->vm.console_in, EPOLLIN, ctl_on_console, c);
-		/* EPERM: /dev/null or a regular file, which cannot be polled: no input. */
-		if (ret && ret != -EPERM) {
-			qerr_set(e, -ret, "cannot watch the console: %s", strerror(-ret));
-			goto err;
+	mig_params_default(&c->mig_params);
+	if (cfg->incoming) {
+		/* No VM yet: it arrives by migration (now, or after QMP migrate-incoming). */
+		c->incoming = true;
+		c->state = RUN_INMIGRATE;
+		if (strcmp(cfg->incoming, "defer")) {
+			ret = ctl_migrate_incoming(c, cfg->incoming, e);
+			if (ret)
+				goto err;
 		}
-		c->console_open = !ret;
-		ret = 0;
+	} else {
+		ret = ctl_build_vm(c, e);
+		if (!ret)
+			ret = ctl_watch_console(c, e);
+		if (ret)
+			goto err;
 	}
 	*out = c;
 	return 0;
@@ -253,10 +281,14 @@ err:
 	return ret;
 }
 
+static void ctl_mig_in_end(struct ctl *c);
+
 void ctl_destroy(struct ctl *c)
 {
 	if (!c)
 		return;
+	if (c->mig_in)
+		ctl_mig_in_end(c); /* stops its worker before the VM it fills goes */
 	ctl_destroy_vm(c);
 	profile_destroy(c->prof);
 	if (c->prof_timer_fd >= 0) {
@@ -265,6 +297,8 @@ void ctl_destroy(struct ctl *c)
 	}
 	if (c->snap_timer_fd >= 0)
 		close(c->snap_timer_fd);
+	if (c->mig_timer_fd >= 0)
+		close(c->mig_timer_fd);
 	qmp_server_destroy(c->qmp);
 	ckpt_config_free(c->restore_cfg);
 	free((char *)c->restore_load_dir);
@@ -284,6 +318,8 @@ int ctl_stop(struct ctl *c, struct qerr *e)
 {
 	int ret;
 
+	if (c->state == RUN_FINISH_MIGRATE)
+		c->mig_was_running = false; /* should the migration fail, stay paused */
 	if (c->state != RUN_RUNNING)
 		return 0; /* QEMU: stopping a stopped VM is not an error */
 	ret = vm_pause(c->vm);
@@ -302,6 +338,9 @@ int ctl_cont(struct ctl *c, struct qerr *e)
 		return 0;
 	if (c->snap)
 		return qerr_set(e, EBUSY, "a checkpoint is being written; the VM resumes after it");
+	if (c->state == RUN_FINISH_MIGRATE)
+		return qerr_set(e, EBUSY,
+				"the VM is being handed over to the migration destination; it resumes here if that fails");
 	if (c->state != RUN_PAUSED && c->state != RUN_PRELAUNCH)
 		return qerr_set(e, EINVAL, "cannot continue a VM in state '%s'",
 				runstate_name(c->state));
@@ -329,6 +368,10 @@ void ctl_quit(struct ctl *c, const char *reason)
 {
 	if (!c->shutdown_reason)
 		c->shutdown_reason = reason;
+	if (!c->vm) {
+		c->quit_no_vm = true; /* still waiting for an incoming VM */
+		return;
+	}
 	vm_request_stop(c->vm, VM_STOP_QUIT);
 }
 
@@ -477,16 +520,37 @@ static bool ctl_rebuild(struct ctl *c)
 
 enum vm_stop_reason ctl_run(struct ctl *c)
 {
+	/* Captured first: a migration may even arrive (and start) in the wait below. */
+	bool arriving = c->incoming;
 	enum vm_stop_reason why;
 	int ret;
 
 	/* wait=on: nothing runs until a management client is connected. */
-	while (qmp_server_wait_client(c->qmp) && !c->vm_stopped)
+	while (qmp_server_wait_client(c->qmp) && !c->vm_stopped && !c->quit_no_vm)
 		loop_run_once(c->loop, -1);
-	ret = ctl_start_vm(c, c->state != RUN_RUNNING);
-	if (ret) {
-		log_msg("cannot start vCPU threads: %s", strerror(-ret));
-		return VM_STOP_ERROR;
+	if (arriving) {
+		/* The VM arrives by migration; ctl_mig_start() starts it. */
+		while (c->incoming && !c->vm_stopped && !c->quit_no_vm) {
+			ret = loop_run_once(c->loop, -1);
+			if (ret) {
+				log_msg("event loop: %s", strerror(-ret));
+				return VM_STOP_ERROR;
+			}
+		}
+		if (c->incoming_failed)
+			return VM_STOP_ERROR;
+		if (c->incoming) { /* asked to quit meanwhile */
+			c->state = RUN_SHUTDOWN;
+			ctl_shutdown_event(c, false,
+					   c->shutdown_reason ? c->shutdown_reason : "host-qmp-quit");
+			return VM_STOP_QUIT;
+		}
+	} else {
+		ret = ctl_start_vm(c, c->state != RUN_RUNNING);
+		if (ret) {
+			log_msg("cannot start vCPU threads: %s", strerror(-ret));
+			return VM_STOP_ERROR;
+		}
 	}
 	for (;;) {
 		while (!c->vm_stopped) {
@@ -525,6 +589,11 @@ enum vm_stop_reason ctl_run(struct ctl *c)
 			ctl_shutdown_event(c, true, "guest-shutdown");
 			return why;
 		case VM_STOP_QUIT:
+			if (c->migrated) {
+				/* The guest did not shut down: it runs on the destination now. */
+				c->state = RUN_POSTMIGRATE;
+				return why;
+			}
 			c->state = RUN_SHUTDOWN;
 			ctl_shutdown_event(c, false,
 					   c->shutdown_reason ? c->shutdown_reason : "host-qmp-quit");
@@ -660,6 +729,8 @@ int ctl_snapshot_save(struct ctl *c, const struct ckpt_params *p, struct qerr *e
 	if (c->snap)
 		return qerr_set(e, EBUSY, "a checkpoint is already being written (to %s)",
 				c->snap_dir);
+	if (ctl_migrating(c))
+		return qerr_set(e, EBUSY, "a migration is under way");
 	if (c->state != RUN_RUNNING && c->state != RUN_PAUSED && c->state != RUN_PRELAUNCH)
 		return qerr_set(e, EINVAL, "cannot checkpoint a VM in state '%s'",
 				runstate_name(c->state));
@@ -715,6 +786,8 @@ int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mod
 
 	if (c->snap)
 		return qerr_set(e, EBUSY, "a checkpoint is being written");
+	if (ctl_migrating(c) || c->incoming)
+		return qerr_set(e, EBUSY, "a migration is under way");
 	ret = ckpt_read_config(dir, &vc, &store, e);
 	if (ret)
 		return ret;
@@ -760,5 +833,440 @@ int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mod
 	ret = ctl_start_vm(c, !was_running);
 	if (ret)
 		return qerr_set(e, -ret, "cannot start the restored VM: %s", strerror(-ret));
+	return 0;
+}
+
+/* ---- live migration ---------------------------------------------------------- */
+
+bool ctl_migrating(const struct ctl *c)
+{
+	return c->mig_out || c->mig_in;
+}
+
+static void ctl_mig_status_event(struct ctl *c, enum mig_status s)
+{
+	char data[64];
+
+	snprintf(data, sizeof(data), "{\"status\": \"%s\"}", mig_status_name(s));
+	ctl_event(c, "MIGRATION", data);
+}
+
+static void add_int(struct json_object *o, const char *k, uint64_t v)
+{
+	json_object_object_add(o, k, json_object_new_int64((int64_t)v));
+}
+
+/* QEMU's MigrationInfo: status, ram {...}, total/setup/expected/downtime, error-desc. */
+static struct json_object *mig_stats_json(const struct mig_stats *st)
+{
+	struct json_object *o = json_object_new_object(), *ram;
+
+	if (st->status == MIG_STATUS_NONE)
+		return o; /* QEMU: {} when no migration ever ran */
+	json_object_object_add(o, "status", json_object_new_string(mig_status_name(st->status)));
+	if (st->status != MIG_STATUS_SETUP) {
+		ram = json_object_new_object();
+		add_int(ram, "transferred", st->transferred);
+		add_int(ram, "remaining", st->remaining);
+		add_int(ram, "total", st->total);
+		add_int(ram, "duplicate", st->duplicate);
+		add_int(ram, "skipped", 0);
+		add_int(ram, "normal", st->normal);
+		add_int(ram, "normal-bytes", st->normal * 4096);
+		add_int(ram, "dirty-pages-rate", st->dirty_pages_rate);
+		json_object_object_add(ram, "mbps",
+				       json_object_new_double((double)st->bandwidth * 8 / 1e6));
+		add_int(ram, "dirty-sync-count", st->dirty_sync_count);
+		add_int(ram, "postcopy-requests", 0);
+		add_int(ram, "page-size", 4096);
+		add_int(ram, "multifd-bytes", 0);
+		add_int(ram, "pages-per-second", st->bandwidth / 4096);
+		add_int(ram, "precopy-bytes", st->transferred);
+		add_int(ram, "postcopy-bytes", 0);
+		json_object_object_add(o, "ram", ram);
+	}
+	add_int(o, "total-time", st->total_ns / 1000000);
+	if (!st->incoming) {
+		add_int(o, "setup-time", st->setup_ns / 1000000);
+		if (st->status == MIG_STATUS_ACTIVE)
+			add_int(o, "expected-downtime", st->expected_downtime_ns / 1000000);
+		if (st->status == MIG_STATUS_COMPLETED)
+			add_int(o, "downtime", st->downtime_ns / 1000000);
+	}
+	if (st->status == MIG_STATUS_FAILED && st->error[0])
+		json_object_object_add(o, "error-desc", json_object_new_string(st->error));
+	return o;
+}
+
+struct json_object *ctl_migrate_info_json(struct ctl *c)
+{
+	struct mig_stats st = { 0 };
+
+	if (c->mig_out)
+		mig_out_stats(c->mig_out, &st);
+	else if (c->mig_in)
+		mig_in_stats(c->mig_in, &st);
+	else if (c->mig_has_stats)
+		st = c->mig_stats;
+	return mig_stats_json(&st);
+}
+
+static void ctl_mig_progress(struct ctl *c)
+{
+	struct json_object *o = ctl_migrate_info_json(c);
+
+	ctl_event(c, "MIGRATION_PROGRESS", json_object_to_json_string(o));
+	json_object_put(o);
+}
+
+static void ctl_on_mig_timer(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	uint64_t n;
+
+	(void)events;
+	if (read(c->mig_timer_fd, &n, sizeof(n)) < 0 || !ctl_migrating(c))
+		return;
+	ctl_mig_progress(c);
+}
+
+static void ctl_mig_timer(struct ctl *c, bool on)
+{
+	struct itimerspec its = { .it_interval = { 0, 250000000 }, .it_value = { 0, 250000000 } };
+
+	if (!on) {
+		if (c->mig_timer_fd >= 0) {
+			loop_del(c->loop, c->mig_timer_fd);
+			close(c->mig_timer_fd);
+			c->mig_timer_fd = -1;
+		}
+		return;
+	}
+	if (c->mig_timer_fd >= 0)
+		return;
+	c->mig_timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (c->mig_timer_fd < 0)
+		return; /* no progress events: the migration works without them */
+	timerfd_settime(c->mig_timer_fd, 0, &its, NULL);
+	if (loop_add(c->loop, c->mig_timer_fd, EPOLLIN, ctl_on_mig_timer, c)) {
+		close(c->mig_timer_fd);
+		c->mig_timer_fd = -1;
+	}
+}
+
+/* ---- source ---- */
+
+/* The worker wants the VM paused and its device state captured. */
+static void ctl_mig_switchover(struct ctl *c)
+{
+	bool was_running = c->state == RUN_RUNNING;
+	int ret = 0;
+
+	if (was_running) {
+		ret = vm_pause(c->vm);
+		if (!ret)
+			ctl_event(c, "STOP", NULL);
+	}
+	if (!ret)
+		c->state = RUN_FINISH_MIGRATE;
+	c->mig_was_running = was_running;
+	mig_out_switchover(c->mig_out, was_running, ret);
+}
+
+/*
+ * The job ended (or the VM goes: @vm_going). Completed: the source is done,
+ * its run loop ends. Failed before the hand-over: it goes on as it was.
+ */
+static void ctl_mig_out_end(struct ctl *c, bool vm_going)
+{
+	struct qerr e = { 0 };
+	bool handed = false;
+	int ret;
+
+	loop_del(c->loop, mig_out_eventfd(c->mig_out));
+	ret = mig_out_finish(c->mig_out, &c->mig_stats, &handed, &e);
+	mig_out_free(c->mig_out);
+	c->mig_out = NULL;
+	c->mig_has_stats = true;
+	ctl_mig_timer(c, false);
+	ctl_mig_progress(c); /* the final figures, before the end is announced */
+	ctl_mig_status_event(c, c->mig_stats.status);
+	if (!ret) {
+		log_msg("migration completed: %.1f MiB in %llu ms, downtime %llu ms",
+			(double)c->mig_stats.transferred / (double)MiB,
+			(unsigned long long)(c->mig_stats.total_ns / 1000000),
+			(unsigned long long)(c->mig_stats.downtime_ns / 1000000));
+		c->state = RUN_POSTMIGRATE;
+		c->migrated = true;
+		if (!vm_going)
+			vm_request_stop(c->vm, VM_STOP_QUIT);
+		return;
+	}
+	log_msg("migration failed: %s", e.msg);
+	if (vm_going || c->state != RUN_FINISH_MIGRATE)
+		return;
+	if (handed) {
+		c->state = RUN_PAUSED; /* the destination may run it: the user decides */
+		return;
+	}
+	if (c->mig_was_running && vm_resume(c->vm) == 0) {
+		c->state = RUN_RUNNING;
+		ctl_event(c, "RESUME", NULL);
+	} else {
+		c->state = RUN_PAUSED;
+	}
+}
+
+static void ctl_on_mig_out(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	struct mig_event ev;
+
+	(void)events;
+	while (c->mig_out) {
+		mig_out_next_event(c->mig_out, &ev);
+		switch (ev.kind) {
+		case MIG_EV_NONE:
+			return;
+		case MIG_EV_STATUS:
+			ctl_mig_status_event(c, ev.status);
+			break;
+		case MIG_EV_PASS:
+			if (c->mig_params.events) {
+				char data[48];
+
+				snprintf(data, sizeof(data), "{\"pass\": %llu}",
+					 (unsigned long long)ev.pass);
+				ctl_event(c, "MIGRATION_PASS", data);
+			}
+			break;
+		case MIG_EV_SWITCHOVER:
+			ctl_mig_switchover(c);
+			break;
+		case MIG_EV_ENDED:
+			ctl_mig_out_end(c, false);
+			return;
+		default:
+			break;
+		}
+	}
+}
+
+int ctl_migrate(struct ctl *c, const char *uri, struct qerr *e)
+{
+	struct mig_out *j;
+	int ret;
+
+	if (c->incoming || c->mig_in)
+		return qerr_set(e, EBUSY, "this VM is itself arriving by migration");
+	if (!c->vm)
+		return qerr_set(e, ENODEV, "no VM");
+	if (c->mig_out)
+		return qerr_set(e, EBUSY, "There's a migration process in progress");
+	if (c->snap)
+		return qerr_set(e, EBUSY, "a checkpoint is being written; migrate after it");
+	if (c->state != RUN_RUNNING && c->state != RUN_PAUSED && c->state != RUN_PRELAUNCH)
+		return qerr_set(e, EINVAL, "cannot migrate a VM in state '%s'",
+				runstate_name(c->state));
+	ret = mig_out_start(c->vm, uri, &c->mig_params, &j, e);
+	if (ret)
+		return ret;
+	c->mig_out = j;
+	c->mig_has_stats = false;
+	ret = loop_add(c->loop, mig_out_eventfd(j), EPOLLIN, ctl_on_mig_out, c);
+	if (ret) {
+		struct mig_stats st;
+		bool handed;
+
+		mig_out_finish(j, &st, &handed, NULL);
+		mig_out_free(j);
+		c->mig_out = NULL;
+		return qerr_set(e, -ret, "cannot watch the migration: %s", strerror(-ret));
+	}
+	ctl_mig_status_event(c, MIG_STATUS_SETUP);
+	ctl_mig_timer(c, true);
+	return 0;
+}
+
+int ctl_migrate_cancel(struct ctl *c, struct qerr *e)
+{
+	if (!c->mig_out)
+		return 0; /* QEMU: nothing to cancel is not an error */
+	if (mig_out_cancel(c->mig_out, e))
+		return -EBUSY;
+	ctl_mig_status_event(c, MIG_STATUS_CANCELLING);
+	return 0;
+}
+
+int ctl_migrate_set_params(struct ctl *c, const struct mig_params *p, struct qerr *e)
+{
+	if (c->mig_out && p->postcopy_ram != c->mig_params.postcopy_ram)
+		return qerr_set(e, EBUSY, "There's a migration process in progress");
+	c->mig_params = *p;
+	if (c->mig_out)
+		mig_out_set_params(c->mig_out, p);
+	return 0;
+}
+
+/* ---- destination ---- */
+
+/* The stream's configuration arrived: build that VM (not booted) for the pages. */
+static void ctl_mig_build(struct ctl *c)
+{
+	struct json_object *store = NULL;
+	struct vm_config vc;
+	struct qerr e = { 0 };
+	unsigned int i;
+	int ret = 0;
+
+	mig_in_take_config(c->mig_in, &vc, &store);
+	/* Disks and NICs may have other paths here: given again, they replace the source's. */
+	if (c->cfg.incoming_ndisks) {
+		if (c->cfg.incoming_ndisks != vc.ndisks)
+			ret = qerr_set(&e, EINVAL,
+				       "the migrating VM has %u disk(s); --disk was given %u time(s)",
+				       vc.ndisks, c->cfg.incoming_ndisks);
+		vc.disks = c->cfg.incoming_disks;
+	}
+	if (!ret && c->cfg.incoming_nnets) {
+		if (c->cfg.incoming_nnets != vc.nnets)
+			ret = qerr_set(&e, EINVAL,
+				       "the migrating VM has %u NIC(s); --net was given %u time(s)",
+				       vc.nnets, c->cfg.incoming_nnets);
+		vc.nets = c->cfg.incoming_nets;
+	}
+	for (i = 0; !ret && i < vc.nnets; i++)
+		if (!vc.nets[i].tap && vc.nets[i].fd < 0)
+			ret = qerr_set(&e, EINVAL,
+				       "NIC %u is on an inherited tap fd on the source: give it with --net", i);
+	if (!ret && c->cfg.host_mem && vc.mem_size > c->cfg.host_mem)
+		ret = qerr_set(&e, ENOMEM, "the migrating VM has %llu MiB of RAM; this host has %llu MiB",
+			       (unsigned long long)(vc.mem_size / MiB),
+			       (unsigned long long)(c->cfg.host_mem / MiB));
+	if (c->cfg.incoming_no_reboot)
+		vc.no_reboot = true;
+	vc.console_in = c->cfg.vm.console_in;
+	vc.console_out = c->cfg.vm.console_out;
+	if (!ret) {
+		c->cfg.vm = vc;
+		c->mig_building = true;
+		ret = ctl_build_vm(c, &e);
+		c->mig_building = false;
+	}
+	/* The strings of c->cfg.vm live there, for as long as the VM (resets too). */
+	ckpt_config_free(c->restore_cfg);
+	c->restore_cfg = store;
+	mig_in_built(c->mig_in, c->vm, ret, e.msg);
+}
+
+static void ctl_mig_start(struct ctl *c)
+{
+	bool run = mig_in_run(c->mig_in) && !c->cfg.start_paused;
+	struct qerr e = { 0 };
+	int ret = ctl_start_vm(c, !run);
+
+	if (ret) {
+		qerr_set(&e, -ret, "cannot start the VM: %s", strerror(-ret));
+	} else {
+		c->state = run ? RUN_RUNNING : RUN_PAUSED;
+		c->incoming = false;
+		if (run)
+			ctl_event(c, "RESUME", NULL);
+		if (ctl_watch_console(c, &e))
+			log_msg("%s", e.msg); /* the guest runs on without console input */
+		memset(&e, 0, sizeof(e));
+	}
+	mig_in_started(c->mig_in, ret, e.msg);
+}
+
+static void ctl_mig_in_end(struct ctl *c)
+{
+	struct qerr e = { 0 };
+	int ret;
+
+	loop_del(c->loop, mig_in_eventfd(c->mig_in));
+	if (mig_in_listen_fd(c->mig_in) >= 0)
+		loop_del(c->loop, mig_in_listen_fd(c->mig_in));
+	ret = mig_in_finish(c->mig_in, &c->mig_stats, &e);
+	mig_in_free(c->mig_in);
+	c->mig_in = NULL;
+	c->mig_has_stats = true;
+	ctl_mig_timer(c, false);
+	ctl_mig_status_event(c, c->mig_stats.status);
+	if (ret && c->incoming) {
+		c->incoming = false;
+		c->incoming_failed = true;
+		snprintf(c->incoming_error, sizeof(c->incoming_error), "%s", e.msg);
+	}
+}
+
+static void ctl_on_mig_in(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	struct mig_event ev;
+
+	(void)events;
+	while (c->mig_in) {
+		mig_in_next_event(c->mig_in, &ev);
+		switch (ev.kind) {
+		case MIG_EV_NONE:
+			return;
+		case MIG_EV_STATUS:
+			ctl_mig_status_event(c, ev.status);
+			break;
+		case MIG_EV_BUILD:
+			ctl_mig_build(c);
+			break;
+		case MIG_EV_APPLY:
+			mig_in_apply(c->mig_in);
+			break;
+		case MIG_EV_START:
+			ctl_mig_start(c);
+			break;
+		case MIG_EV_ENDED:
+			ctl_mig_in_end(c);
+			return;
+		default:
+			break;
+		}
+	}
+}
+
+static void ctl_on_mig_listen(void *opaque, uint32_t events)
+{
+	struct ctl *c = opaque;
+	struct qerr e = { 0 };
+
+	(void)events;
+	if (c->mig_in && mig_in_accept(c->mig_in, &e))
+		log_msg("incoming migration: %s", e.msg);
+}
+
+int ctl_migrate_incoming(struct ctl *c, const char *uri, struct qerr *e)
+{
+	struct mig_in *m;
+	int ret;
+
+	if (!c->incoming)
+		return qerr_set(e, EINVAL, "migrate-incoming needs a qlite started with --incoming defer");
+	if (c->mig_in || c->mig_has_stats)
+		return qerr_set(e, EBUSY, "The incoming migration has already been started");
+	ret = mig_in_start(uri, &m, e);
+	if (ret)
+		return ret;
+	c->mig_in = m;
+	ret = loop_add(c->loop, mig_in_eventfd(m), EPOLLIN, ctl_on_mig_in, c);
+	if (!ret && mig_in_listen_fd(m) >= 0) {
+		ret = loop_add(c->loop, mig_in_listen_fd(m), EPOLLIN, ctl_on_mig_listen, c);
+		if (ret)
+			loop_del(c->loop, mig_in_eventfd(m));
+	}
+	if (ret) {
+		mig_in_free(m);
+		c->mig_in = NULL;
+		return qerr_set(e, -ret, "cannot watch the migration: %s", strerror(-ret));
+	}
+	ctl_mig_status_event(c, MIG_STATUS_SETUP);
+	ctl_mig_timer(c, true);
 	return 0;
 }

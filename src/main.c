@@ -176,6 +176,59 @@ static int cmd_run_restore(struct run_options *o)
 	return run_exit_status(why);
 }
 
+/* A guest reset after a migration boots the kernel the source recorded, if any. */
+static int recorded_kernel_boot(struct vm *vm, void *opaque, struct qerr *e)
+{
+	(void)opaque;
+	if (!vm->cfg.kernel)
+		return qerr_set(e, ENOENT, "no kernel to boot (the migrated VM recorded none)");
+	return linux_boot_setup(vm, e);
+}
+
+/* qlite run --incoming URI|defer: the VM's configuration comes from the stream. */
+static int cmd_run_incoming(struct run_options *o, uint64_t host_mem)
+{
+	struct ctl_config cfg;
+	struct ctl *ctl;
+	struct qerr e = { 0 };
+	enum vm_stop_reason why;
+	int sfd, status;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.incoming = o->incoming;
+	cfg.incoming_disks = o->disks;
+	cfg.incoming_ndisks = o->ndisks;
+	cfg.incoming_nets = o->nets;
+	cfg.incoming_nnets = o->nnets;
+	cfg.incoming_no_reboot = o->no_reboot;
+	cfg.host_mem = host_mem;
+	sfd = signals_setup();
+	cfg.vm.console_in = o->console ? STDIN_FILENO : -1;
+	cfg.vm.console_out = o->console ? STDOUT_FILENO : -1;
+	cfg.start_paused = o->paused;
+	cfg.boot = recorded_kernel_boot;
+	cfg.qmp = o->qmp;
+	cfg.name = o->name;
+	if (ctl_create(&cfg, &ctl, &e)) {
+		fprintf(stderr, "qlite run: %s\n", e.msg);
+		return EXIT_SETUP;
+	}
+	if (sfd >= 0)
+		ctl_watch_signals(ctl, sfd);
+	if (o->console)
+		tty_make_raw();
+	why = ctl_run(ctl);
+	if (ctl->incoming_failed) {
+		tty_restore();
+		fprintf(stderr, "qlite run: incoming migration failed: %s\n", ctl->incoming_error);
+		status = EXIT_SETUP;
+	} else {
+		status = run_exit_status(why);
+	}
+	ctl_destroy(ctl);
+	return status;
+}
+
 static int cmd_run(int argc, char **argv)
 {
 	struct run_options o;
@@ -201,6 +254,8 @@ static int cmd_run(int argc, char **argv)
 	}
 	if (o.restore)
 		return cmd_run_restore(&o);
+	if (o.incoming)
+		return cmd_run_incoming(&o, host_mem);
 	if (access(o.kernel, R_OK) < 0) {
 		fprintf(stderr, "qlite run: cannot read kernel %s: %s\n", o.kernel,
 			strerror(errno));
@@ -283,6 +338,22 @@ static int cmd_profile(int argc, char **argv)
 	return profile_client_run(&o);
 }
 
+static int cmd_migrate(int argc, char **argv)
+{
+	struct migrate_options o;
+	struct qerr e = { 0 };
+
+	if (cli_parse_migrate(argc, argv, &o, &e)) {
+		fprintf(stderr, "qlite migrate: %s\n(see qlite migrate --help)\n", e.msg);
+		return EXIT_SETUP;
+	}
+	if (o.help) {
+		fputs(cli_migrate_usage, stdout);
+		return EXIT_OK;
+	}
+	return migrate_client_run(&o);
+}
+
 static int cmd_snapshot(int argc, char **argv)
 {
 	struct snapshot_options o;
@@ -313,6 +384,8 @@ int main(int argc, char **argv)
 		return cmd_profile(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "snapshot"))
 		return cmd_snapshot(argc - 1, argv + 1);
+	if (!strcmp(argv[1], "migrate"))
+		return cmd_migrate(argc - 1, argv + 1);
 	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		fputs(cli_main_usage, stdout);
 		return EXIT_OK;

@@ -281,6 +281,18 @@ int vm_dirty_log_start(struct vm *vm, struct qerr *e)
 	return 0;
 }
 
+int vm_dirty_log_stop(struct vm *vm, struct qerr *e)
+{
+	int ret;
+
+	if (!vm->dirty_logging)
+		return 0;
+	ret = vm_set_slot_flags(vm, 0, e);
+	if (!ret)
+		vm->dirty_logging = false;
+	return ret;
+}
+
 int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e)
 {
 	const unsigned int bits = 8 * sizeof(unsigned long);

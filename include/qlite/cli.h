@@ -41,6 +41,7 @@ struct run_options {
 	char *net_specs[CLI_MAX_NETS];
 	struct vpmu_config pmu; /* --pmu */
 	const char *restore; /* --restore DIR */
+	const char *incoming; /* --incoming URI|defer */
 	bool restore_eager; /* --restore-mode eager */
 	bool restore_mode_given;
 	/* The first option given that shapes the VM (which --restore takes from the checkpoint). */
@@ -95,6 +96,26 @@ struct snapshot_options {
 
 int cli_parse_snapshot(int argc, char **argv, struct snapshot_options *o, struct qerr *e);
 extern const char cli_snapshot_usage[];
+
+enum cli_postcopy {
+	CLI_POSTCOPY_OFF,
+	CLI_POSTCOPY_ON, /* --postcopy */
+	CLI_POSTCOPY_AUTO, /* --postcopy=auto */
+};
+
+/* `qlite migrate --qmp PATH URI [--wait] [--json] [...]` */
+struct migrate_options {
+	const char *qmp;
+	const char *uri;
+	bool wait, json, help;
+	enum cli_postcopy postcopy;
+	bool max_bandwidth_given, downtime_given;
+	uint64_t max_bandwidth; /* bytes/s */
+	uint64_t downtime_ms;
+};
+
+int cli_parse_migrate(int argc, char **argv, struct migrate_options *o, struct qerr *e);
+extern const char cli_migrate_usage[];
 bool cli_is_client_command(const char *name);
 extern const char cli_client_usage[];
 

@@ -47,5 +47,8 @@ int profile_client_run(const struct profile_options *o);
 struct snapshot_options;
 /* `qlite snapshot`; returns the exit status. */
 int snapshot_client_run(const struct snapshot_options *o);
+struct migrate_options;
+/* `qlite migrate`; returns the exit status. */
+int migrate_client_run(const struct migrate_options *o);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "qlite/checkpoint.h"
+#include "qlite/migrate.h"
 #include "qlite/vm.h"
 
 struct loop;
@@ -29,6 +30,9 @@ enum runstate {
 	RUN_SHUTDOWN,
 	RUN_GUEST_PANICKED,
 	RUN_INTERNAL_ERROR,
+	RUN_INMIGRATE, /* destination: the VM is arriving */
+	RUN_FINISH_MIGRATE, /* source: paused for the switchover */
+	RUN_POSTMIGRATE, /* source: handed over; qlite exits */
 };
 
 struct ctl_config {
@@ -43,6 +47,18 @@ struct ctl_config {
 	/* qlite run --restore: the first VM comes from this checkpoint. */
 	const char *restore_dir;
 	enum ckpt_restore_mode restore_mode;
+	/*
+	 * qlite run --incoming: "defer" (QMP migrate-incoming) or a URI; the
+	 * VM's configuration comes from the migration stream. --disk/--net
+	 * given then replace the stream's (same number).
+	 */
+	const char *incoming;
+	const struct disk_config *incoming_disks;
+	unsigned int incoming_ndisks;
+	const struct net_config *incoming_nets;
+	unsigned int incoming_nnets;
+	bool incoming_no_reboot;
+	uint64_t host_mem; /* an arriving VM must fit (0: unchecked) */
 };
 
 enum snap_status {
@@ -82,6 +98,20 @@ struct ctl {
 	struct json_object *restore_cfg; /* a snapshot-load's configuration */
 	const char *restore_load_dir;
 	int restore_err_fd; /* a lazy restore's failure (checkpoint.h) */
+	/* Live migration (migrate.h): the job under way, either direction. */
+	struct mig_out *mig_out;
+	struct mig_in *mig_in;
+	struct mig_params mig_params;
+	struct mig_stats mig_stats; /* the last migration's final figures */
+	bool mig_has_stats;
+	int mig_timer_fd; /* MIGRATION_PROGRESS events */
+	bool mig_was_running; /* source: at the switchover */
+	bool mig_building; /* destination: the VM being built gets no kernel */
+	bool migrated; /* source: handed over; the run loop ends, no SHUTDOWN */
+	bool incoming; /* waiting for the VM to arrive */
+	bool incoming_failed;
+	char incoming_error[512];
+	bool quit_no_vm; /* quit asked before any VM existed */
 };
 
 int ctl_create(const struct ctl_config *cfg, struct ctl **out, struct qerr *e);
@@ -123,5 +153,21 @@ int ctl_snapshot_save(struct ctl *c, const struct ckpt_params *p, struct qerr *e
 struct json_object *ctl_snapshot_stats_json(const struct ctl *c);
 int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mode,
 		      struct qerr *e);
+
+/*
+ * Live migration (QMP migrate, migrate-incoming, migrate-cancel,
+ * query-migrate, migrate-set-parameters/-capabilities; docs/migration.md).
+ * migrate returns once the job started; MIGRATION events say how it goes,
+ * MIGRATION_PROGRESS carries query-migrate's figures every 250 ms. After a
+ * completed migration the source's run loop ends (exit status 0); a failed
+ * one leaves the source running. A failed incoming migration ends the
+ * destination's run loop with incoming_failed set.
+ */
+int ctl_migrate(struct ctl *c, const char *uri, struct qerr *e);
+int ctl_migrate_incoming(struct ctl *c, const char *uri, struct qerr *e);
+int ctl_migrate_cancel(struct ctl *c, struct qerr *e);
+int ctl_migrate_set_params(struct ctl *c, const struct mig_params *p, struct qerr *e);
+bool ctl_migrating(const struct ctl *c);
+struct json_object *ctl_migrate_info_json(struct ctl *c);
 
 #endif

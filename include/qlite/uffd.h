@@ -36,6 +36,12 @@ struct uffd_source {
 	/* Fill @dst (4 KiB, page-aligned, the caller's scratch); 0 or -errno. */
 	int (*fill)(void *opaque, uint64_t page, void *dst);
 	/*
+	 * Optional: fill the @n DATA pages from @page at once (one read for a
+	 * prefetch run). Non-zero: the engine falls back to fill() page by
+	 * page, which then reports any error.
+	 */
+	int (*fill_run)(void *opaque, uint64_t page, uint64_t n, void *dst);
+	/*
 	 * Optional prefetch order: the next page to prefetch from after @prev
 	 * (UINT64_MAX on the first call), or UINT64_MAX to stop. @last_fault is
 	 * the page of the most recent fault (UINT64_MAX before any), so an

@@ -150,6 +150,8 @@ void vm_msi_route_free(struct vm *vm, int gsi);
  * clears KVM's log. Device writes are in mem.dirty, not here.
  */
 int vm_dirty_log_start(struct vm *vm, struct qerr *e);
+/* Off again (a migration that failed): KVM maps guest RAM with huge pages again. */
+int vm_dirty_log_stop(struct vm *vm, struct qerr *e);
 int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e);
 
 /*

@@ -129,13 +129,19 @@ static struct json_object *conn_execute_raw(struct qmp_conn *c, const char *cmd,
 					    struct json_object *args, struct qerr *e)
 {
 	struct json_object *req = json_object_new_object();
-	const char *s;
+	char *s;
 	size_t len, off = 0;
 
 	json_object_object_add(req, "execute", json_object_new_string(cmd));
 	if (args)
 		json_object_object_add(req, "arguments", json_object_get(args));
-	s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	/* One send with its newline: a server may act (quit) and go before a second. */
+	if (asprintf(&s, "%s\n", json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN)) < 0) {
+		json_object_put(req);
+		qerr_set(e, ENOMEM, "out of memory");
+		return NULL;
+	}
+	json_object_put(req);
 	len = strlen(s);
 	while (off < len) {
 		ssize_t n = send(c->fd, s + off, len - off, MSG_NOSIGNAL);
@@ -145,16 +151,12 @@ static struct json_object *conn_execute_raw(struct qmp_conn *c, const char *cmd,
 		if (n <= 0) {
 			qerr_set(e, errno ? errno : EIO, "cannot send to the QMP server: %s",
 				 strerror(errno ? errno : EIO));
-			json_object_put(req);
+			free(s);
 			return NULL;
 		}
 		off += n;
 	}
-	json_object_put(req);
-	if (send(c->fd, "\n", 1, MSG_NOSIGNAL) != 1) {
-		qerr_set(e, errno, "cannot send to the QMP server: %s", strerror(errno));
-		return NULL;
-	}
+	free(s);
 	for (;;) {
 		struct json_object *o = conn_read(c, QMP_CONN_TIMEOUT_MS, e), *v;
 

@@ -97,8 +97,7 @@ static void after_reset(struct ctl *c)
 
 static void after_quit(struct ctl *c)
 {
-	if (c->vm)
-		ctl_quit(c, "host-qmp-quit");
+	ctl_quit(c, "host-qmp-quit"); /* with no VM yet (--incoming), the wait ends */
 }
 
 static int cmd_query_cpus_fast(struct ctl *c, struct json_object *args,
@@ -445,6 +444,177 @@ static const struct qmp_arg args_snapshot_load[] = {
 	{ NULL },
 };
 
+/*
+ * Live migration: QEMU's commands, arguments and result shapes, so its
+ * tooling carries over (docs/migration.md).
+ */
+static int cmd_migrate(struct ctl *c, struct json_object *args, struct json_object **ret,
+		       struct qerr *e)
+{
+	struct json_object *v;
+
+	if (arg_bool(args, "blk") || arg_bool(args, "inc"))
+		return qerr_set(e, ENOTSUP,
+				"block migration is not supported: the disks must be on storage both hosts share");
+	if (arg_bool(args, "resume"))
+		return qerr_set(e, ENOTSUP, "resuming a post-copy migration is not implemented yet");
+	json_object_object_get_ex(args, "uri", &v);
+	return ctl_migrate(c, json_object_get_string(v), e);
+}
+
+static int cmd_migrate_incoming(struct ctl *c, struct json_object *args,
+				struct json_object **ret, struct qerr *e)
+{
+	struct json_object *v;
+
+	json_object_object_get_ex(args, "uri", &v);
+	return ctl_migrate_incoming(c, json_object_get_string(v), e);
+}
+
+static int cmd_query_migrate(struct ctl *c, struct json_object *args, struct json_object **ret,
+			     struct qerr *e)
+{
+	*ret = ctl_migrate_info_json(c);
+	return 0;
+}
+
+static int cmd_migrate_cancel(struct ctl *c, struct json_object *args, struct json_object **ret,
+			      struct qerr *e)
+{
+	return ctl_migrate_cancel(c, e);
+}
+
+/* Capabilities qlite has; any other may be set to false (it is off). */
+static const char *const mig_caps[] = { "postcopy-ram", "events", "return-path" };
+
+static bool *mig_cap(struct mig_params *p, const char *name)
+{
+	if (!strcmp(name, "postcopy-ram"))
+		return &p->postcopy_ram;
+	if (!strcmp(name, "events"))
+		return &p->events;
+	return NULL;
+}
+
+static int cmd_migrate_set_capabilities(struct ctl *c, struct json_object *args,
+					struct json_object **ret, struct qerr *e)
+{
+	struct mig_params p = c->mig_params;
+	struct json_object *list, *item, *name, *state;
+	size_t i, n;
+
+	if (c->mig_out || c->mig_in)
+		return qerr_set(e, EBUSY, "There's a migration process in progress");
+	json_object_object_get_ex(args, "capabilities", &list);
+	n = json_object_array_length(list);
+	for (i = 0; i < n; i++) {
+		const char *cap;
+		bool on, *slot;
+
+		item = json_object_array_get_idx(list, i);
+		if (!json_object_is_type(item, json_type_object) ||
+		    !json_object_object_get_ex(item, "capability", &name) ||
+		    !json_object_is_type(name, json_type_string) ||
+		    !json_object_object_get_ex(item, "state", &state) ||
+		    !json_object_is_type(state, json_type_boolean) ||
+		    json_object_object_length(item) != 2)
+			return qerr_set(e, EINVAL,
+					"capabilities[%zu]: expected {\"capability\": NAME, \"state\": BOOL}", i);
+		cap = json_object_get_string(name);
+		on = json_object_get_boolean(state);
+		slot = mig_cap(&p, cap);
+		if (slot)
+			*slot = on;
+		else if (on && strcmp(cap, "return-path")) /* qlite always has one */
+			return qerr_set(e, ENOTSUP, "migration capability '%.64s' is not supported by qlite",
+					cap);
+	}
+	return ctl_migrate_set_params(c, &p, e);
+}
+
+static int cmd_query_migrate_capabilities(struct ctl *c, struct json_object *args,
+					  struct json_object **ret, struct qerr *e)
+{
+	struct json_object *list = json_object_new_array();
+	struct mig_params p = c->mig_params;
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(mig_caps); i++) {
+		struct json_object *o = json_object_new_object();
+		bool *slot = mig_cap(&p, mig_caps[i]);
+
+		json_object_object_add(o, "capability", json_object_new_string(mig_caps[i]));
+		json_object_object_add(o, "state", json_object_new_boolean(slot ? *slot : true));
+		json_object_array_add(list, o);
+	}
+	*ret = list;
+	return 0;
+}
+
+static int cmd_migrate_set_parameters(struct ctl *c, struct json_object *args,
+				      struct json_object **ret, struct qerr *e)
+{
+	struct mig_params p = c->mig_params;
+	struct json_object *v;
+
+	if (args && json_object_object_get_ex(args, "max-bandwidth", &v)) {
+		int64_t bw = json_object_get_int64(v);
+
+		if (bw < 0)
+			return qerr_set(e, EINVAL,
+					"Parameter 'max-bandwidth' expects a size in bytes per second (0: unlimited)");
+		p.max_bandwidth = (uint64_t)bw;
+	}
+	if (args && json_object_object_get_ex(args, "downtime-limit", &v)) {
+		int64_t ms = json_object_get_int64(v);
+
+		if (ms < 0 || (uint64_t)ms > MIG_MAX_DOWNTIME_MS)
+			return qerr_set(e, EINVAL,
+					"Parameter 'downtime-limit' expects an integer in the range of 0 to %llu milliseconds",
+					(unsigned long long)MIG_MAX_DOWNTIME_MS);
+		p.downtime_limit_ms = (uint64_t)ms;
+	}
+	return ctl_migrate_set_params(c, &p, e);
+}
+
+static int cmd_query_migrate_parameters(struct ctl *c, struct json_object *args,
+					struct json_object **ret, struct qerr *e)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "max-bandwidth",
+			       json_object_new_int64((int64_t)c->mig_params.max_bandwidth));
+	json_object_object_add(o, "downtime-limit",
+			       json_object_new_int64((int64_t)c->mig_params.downtime_limit_ms));
+	*ret = o;
+	return 0;
+}
+
+static const struct qmp_arg args_migrate[] = {
+	{ "uri", QMP_ARG_STRING, true },
+	{ "blk", QMP_ARG_BOOL, false },
+	{ "inc", QMP_ARG_BOOL, false },
+	{ "detach", QMP_ARG_BOOL, false },
+	{ "resume", QMP_ARG_BOOL, false },
+	{ NULL },
+};
+
+static const struct qmp_arg args_migrate_incoming[] = {
+	{ "uri", QMP_ARG_STRING, true },
+	{ NULL },
+};
+
+static const struct qmp_arg args_migrate_caps[] = {
+	{ "capabilities", QMP_ARG_ARRAY, true },
+	{ NULL },
+};
+
+static const struct qmp_arg args_migrate_params[] = {
+	{ "max-bandwidth", QMP_ARG_INT, false },
+	{ "downtime-limit", QMP_ARG_INT, false },
+	{ NULL },
+};
+
 static const struct qmp_arg args_capabilities[] = {
 	{ "enable", QMP_ARG_ARRAY, false },
 	{ NULL },
@@ -482,6 +652,14 @@ static const struct qmp_command commands[] = {
 	{ "snapshot-save", cmd_snapshot_save, NULL, args_snapshot_save },
 	{ "snapshot-load", cmd_snapshot_load, NULL, args_snapshot_load },
 	{ "query-snapshot", cmd_query_snapshot },
+	{ "migrate", cmd_migrate, NULL, args_migrate },
+	{ "migrate-incoming", cmd_migrate_incoming, NULL, args_migrate_incoming },
+	{ "query-migrate", cmd_query_migrate },
+	{ "migrate-cancel", cmd_migrate_cancel },
+	{ "migrate-set-capabilities", cmd_migrate_set_capabilities, NULL, args_migrate_caps },
+	{ "query-migrate-capabilities", cmd_query_migrate_capabilities },
+	{ "migrate-set-parameters", cmd_migrate_set_parameters, NULL, args_migrate_params },
+	{ "query-migrate-parameters", cmd_query_migrate_parameters },
 };
 
 static int cmd_query_commands(struct ctl *c, struct json_object *args,

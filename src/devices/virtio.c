@@ -249,13 +249,17 @@ void vq_set_kicks(struct virtq *vq, bool enable)
 	if (!vq->used || vq->kicks_off == !enable)
 		return;
 	vq->kicks_off = !enable;
-	if (vq->event_idx)
+	if (vq->event_idx) {
 		/* An event index just behind ours is one the driver never crosses. */
 		*avail_event_ptr(vq) = vq->s->last_avail_idx - (enable ? 0 : 1);
-	else if (enable)
-		*used_flags &= ~1; /* VRING_USED_F_NO_NOTIFY */
-	else
-		*used_flags |= 1;
+		mem_dirty_mark(vq->mem, (const void *)avail_event_ptr(vq), 2);
+	} else {
+		if (enable)
+			*used_flags &= ~1; /* VRING_USED_F_NO_NOTIFY */
+		else
+			*used_flags |= 1;
+		mem_dirty_mark(vq->mem, (const void *)used_flags, 2);
+	}
 	smp_mb(); /* before the caller re-reads the available index */
 }
 
@@ -278,6 +282,9 @@ void vq_push(struct virtq *vq, const struct virtq_elem *e, uint32_t len)
 	smp_wmb(); /* the entry before the index that publishes it */
 	vq->s->used_idx = idx + 1;
 	__atomic_store_n(used_idx_ptr(vq), vq->s->used_idx, __ATOMIC_RELEASE);
+	/* The used ring is guest RAM the VMM writes: migration must resend it. */
+	mem_dirty_mark(vq->mem, (const void *)slot, 8);
+	mem_dirty_mark(vq->mem, (const void *)used_idx_ptr(vq), 2);
 }
 
 bool vq_should_notify(struct virtq *vq)

@@ -339,7 +339,7 @@ static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
  * /proc/self/pagemap (present or swapped); a memfd asks for its holes.
  * Without either, every page counts as populated.
  */
-static unsigned long *find_populated(const struct guest_mem *m, uint64_t npages)
+unsigned long *ckpt_find_populated(const struct guest_mem *m, uint64_t npages)
 {
 	unsigned long *pop = bitmap_new(npages);
 	uint64_t p;
@@ -422,7 +422,7 @@ static void *worker(void *opaque)
 	struct sbuf sb;
 	int ret = 0;
 
-	j->populated = find_populated(m, map->npages);
+	j->populated = ckpt_find_populated(m, map->npages);
 	if (!j->populated) {
 		ret = qerr_set(&j->err, ENOMEM, "out of memory");
 		goto out;

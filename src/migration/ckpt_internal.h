@@ -119,6 +119,11 @@ void ckpt_state_free(struct ckpt_state *l);
 int ckpt_state_write(struct vm *vm, struct stream_writer *w, struct qerr *e);
 
 struct ckpt_vm *ckpt_vm_get(struct vm *vm);
+/*
+ * Pages of @m ever populated (bitmap, calloc()ed): the rest read as zero
+ * (never touched, or given back by the balloon). All of them if unknown.
+ */
+unsigned long *ckpt_find_populated(const struct guest_mem *m, uint64_t npages);
 /* Finish a lazy restore now (a checkpoint must see all of memory). */
 int ckpt_restore_complete(struct vm *vm, struct qerr *e);
 void ckpt_restore_free(struct ckpt_restore *rs);

@@ -303,6 +303,18 @@ static int src_fill(void *opaque, uint64_t page, void *dst)
 	return pread_all(rs->fds[rs->src[page]], dst, 4096, (off_t)(page * 4096));
 }
 
+/* A prefetch run: one read when it is all data from one memory file. */
+static int src_fill_run(void *opaque, uint64_t page, uint64_t n, void *dst)
+{
+	struct ckpt_restore *rs = opaque;
+	uint64_t i;
+
+	for (i = 0; i < n; i++)
+		if (rs->kind[page + i] != CKPT_PAGE_DATA || rs->src[page + i] != rs->src[page])
+			return -EAGAIN;
+	return pread_all(rs->fds[rs->src[page]], dst, n * 4096, (off_t)(page * 4096));
+}
+
 /* ---- resolving the chain and the disks ------------------------------------ */
 
 static int open_parent(const char *child_dir, const char *parent_dir, char *found, size_t flen)
@@ -646,7 +658,11 @@ int ckpt_restore(struct vm *vm, const char *dir, enum ckpt_restore_mode mode, st
 	if (mode == CKPT_RESTORE_EAGER) {
 		ret = fill_eager(rs, e);
 	} else {
-		struct uffd_source src = { .kind = src_kind, .fill = src_fill, .opaque = rs };
+		struct uffd_source src = { .kind = src_kind,
+					   .fill = src_fill,
+					   .fill_run = src_fill_run,
+					   .opaque = rs,
+					   .run_pages = UFFD_RUN_MAX };
 
 		ret = uffd_lazy_start(&vm->mem, &src, &rs->lazy, e);
 	}

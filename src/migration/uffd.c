@@ -258,6 +258,9 @@ static int64_t lazy_fill(struct uffd_lazy *l, uint64_t pg, uint64_t n, uint8_t *
 	uint64_t i;
 	int ret;
 
+	/* One read for the whole run where the source can. */
+	if (n > 1 && l->src.fill_run && l->src.fill_run(l->src.opaque, pg, n, buf) == 0)
+		return lazy_install(l, pg, n, buf, true);
 	for (i = 0; i < n; i++) {
 		ret = l->src.fill(l->src.opaque, pg + i, buf + i * UFFD_PAGE_SIZE);
 		if (!ret)

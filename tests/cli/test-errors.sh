@@ -77,6 +77,47 @@ expect "snapshot: --mode on save" 1 "--mode is for load" -- \
 expect "snapshot: nothing listening" 1 "cannot connect to" -- \
     "$qlite" snapshot save --qmp "$tmp/nobody.sock" "$tmp/ck"
 expect "snapshot help" 0 "Usage: qlite snapshot save" -- "$qlite" snapshot --help
+expect "migrate: no --qmp" 1 "--qmp PATH is required" -- "$qlite" migrate tcp:h:1
+expect "migrate: no URI" 1 "no destination URI" -- "$qlite" migrate --qmp x
+expect "migrate: bad URI" 1 "expected tcp:HOST:PORT, unix:PATH or fd:N" -- \
+    "$qlite" migrate --qmp x exec:cat
+expect "migrate: --postcopy" 1 "post-copy is not implemented yet" -- \
+    "$qlite" migrate --qmp x --postcopy unix:/m
+expect "migrate: nothing listening" 1 "cannot connect to" -- \
+    "$qlite" migrate --qmp "$tmp/nobody.sock" unix:/m --wait
+expect "migrate help" 0 "Usage: qlite migrate" -- "$qlite" migrate --help
+expect "--incoming with --mem" 1 "--mem cannot be combined with --incoming" -- \
+    "$qlite" run --incoming defer --mem 64M
+expect "--incoming bad URI" 1 "expected tcp:HOST:PORT" -- "$qlite" run --incoming later
+expect "--incoming fd not a socket" 1 "fd:0 is not a socket" -- "$qlite" run --incoming fd:0
+touch "$tmp/taken-mig.sock"
+expect "--incoming unix path exists" 1 "already exists" -- \
+    "$qlite" run --incoming "unix:$tmp/taken-mig.sock"
+expect "--incoming unix path not writable" 1 "cannot listen on unix:/proc/qlite-mig.sock" -- \
+    "$qlite" run --incoming unix:/proc/qlite-mig.sock
+# A destination waiting for its VM: QMP answers, refuses what needs a VM, quits.
+"$qlite" run --incoming defer --qmp "unix:$tmp/inq.sock" --console none </dev/null \
+    >"$tmp/inq.out" 2>&1 &
+inq=$!
+for _ in $(seq 100); do [[ -S "$tmp/inq.sock" ]] && break; sleep 0.05; done
+expect "--incoming defer: inmigrate" 0 "inmigrate" -- "$qlite" status --qmp "$tmp/inq.sock"
+expect "--incoming defer: migrate refused" 1 "arriving by migration" -- \
+    "$qlite" qmp --qmp "$tmp/inq.sock" migrate '{"uri": "unix:/x"}'
+expect "--incoming defer: bad URI" 1 "expected tcp:HOST:PORT" -- \
+    "$qlite" qmp --qmp "$tmp/inq.sock" migrate-incoming '{"uri": "udp:x"}'
+expect "--incoming defer: listening" 0 '"status": ?"setup"' -- \
+    sh -c "'$qlite' qmp --qmp '$tmp/inq.sock' migrate-incoming '{\"uri\": \"unix:$tmp/inq-mig.sock\"}' &&
+           '$qlite' qmp --qmp '$tmp/inq.sock' query-migrate"
+expect "--incoming defer: quit" 0 "" -- "$qlite" quit --qmp "$tmp/inq.sock"
+wait "$inq"
+inq_rc=$?
+if [[ $inq_rc -eq 0 && ! -e "$tmp/inq-mig.sock" ]]; then
+    echo "PASS: --incoming defer: exits 0 on quit, socket removed"
+    pass=$((pass + 1))
+else
+    echo "FAIL: --incoming defer: exit $inq_rc, $(cat "$tmp/inq.out")"
+    fail=$((fail + 1))
+fi
 expect "help" 0 "Usage: qlite run" -- "$qlite" run --help
 expect "version" 0 "^qlite [0-9]" -- "$qlite" --version
 

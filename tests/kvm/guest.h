@@ -24,6 +24,7 @@ enum guest_test {
 	GT_CPU_WORK, /* pure CPU work, no exits: progress in shared[CW_PROGRESS(cpu)] */
 	GT_CKPT_SUM, /* rounds of rewriting and checksumming 24 MiB; "RESULT x" on COM1 */
 	GT_STATE_WORK, /* checkpoint/restore: deterministic work, timer, kvmclock (SW_*) */
+	GT_MIGRATE_SUM, /* GT_CKPT_SUM for more rounds (MG_*); "RESULT x" on COM1 */
 };
 
 /*
@@ -35,6 +36,23 @@ enum guest_test {
 #define CK_BUF_SIZE (256ULL << 10)
 #define CK_ROUND 40
 #define CK_ROUNDS 12
+
+/*
+ * GT_MIGRATE_SUM: GT_CKPT_SUM's buffer and pattern, rewritten for more
+ * rounds, each lasting at least MG_ROUND_CYCLES, so that pages keep
+ * getting dirtied while migrations run;
+ * a "round N" line every MG_PRINT_EVERY rounds, the round count in
+ * shared[MG_ROUND]. The RESULT depends on no timing.
+ */
+#define MG_ROUND 42
+#define MG_ROUNDS 32
+#define MG_PRINT_EVERY 1
+/*
+ * The least TSC cycles a round takes (~0.2 s at 2.7 GHz): on real KVM the
+ * work itself is microseconds, on kvm-pvm ~0.45 s (a first write to a page
+ * exits there).
+ */
+#define MG_ROUND_CYCLES (1ULL << 29)
 
 /*
  * GT_PROFILE_SPLIT's shared page: the host sets [PS_STOP]; the guest keeps

@@ -455,6 +455,96 @@ static void test_profile_errors(void **state)
 	EXPECT_PERR(-EINVAL, "unexpected argument 'extra'", "--qmp", "s", "extra");
 }
 
+static int mparse(struct migrate_options *o, struct qerr *e, const char *const *args)
+{
+	char *argv[MAX_ARGS + 1];
+	int argc = 0;
+
+	while (args[argc]) {
+		argv[argc] = (char *)args[argc];
+		argc++;
+	}
+	argv[argc] = NULL;
+	memset(e, 0, sizeof(*e));
+	return cli_parse_migrate(argc, argv, o, e);
+}
+
+#define MPARSE(o, e, ...) mparse(o, e, (const char *const[]){ "migrate", __VA_ARGS__, NULL })
+#define EXPECT_MERR(err, needle, ...)                                                      \
+	do {                                                                               \
+		struct migrate_options o_;                                                 \
+		struct qerr e_;                                                            \
+		int r_ = MPARSE(&o_, &e_, __VA_ARGS__);                                    \
+		if (r_ != (err))                                                           \
+			fail_msg("%s: got %d, want %d (msg: %s)", #__VA_ARGS__, r_, (err), \
+				 e_.msg);                                                  \
+		check_msg(&e_, err, needle);                                               \
+	} while (0)
+
+static void test_migrate(void **state)
+{
+	struct migrate_options o;
+	struct qerr e;
+
+	assert_int_equal(MPARSE(&o, &e, "--qmp", "/run/q", "tcp:h:4444"), 0);
+	assert_string_equal(o.qmp, "/run/q");
+	assert_string_equal(o.uri, "tcp:h:4444");
+	assert_false(o.wait || o.json || o.max_bandwidth_given || o.downtime_given);
+	assert_int_equal(o.postcopy, CLI_POSTCOPY_OFF);
+	assert_int_equal(MPARSE(&o, &e, "unix:/m", "--qmp=q", "--wait", "--json", "--max-bandwidth",
+				"1G", "--downtime-limit", "20", "--postcopy=auto"),
+			 0);
+	assert_true(o.wait && o.json && o.max_bandwidth_given && o.downtime_given);
+	assert_int_equal(o.max_bandwidth, GiB);
+	assert_int_equal(o.downtime_ms, 20);
+	assert_int_equal(o.postcopy, CLI_POSTCOPY_AUTO);
+	assert_int_equal(MPARSE(&o, &e, "--qmp", "q", "fd:3", "--postcopy", "--max-bandwidth", "0"),
+			 0);
+	assert_int_equal(o.postcopy, CLI_POSTCOPY_ON);
+	assert_true(o.max_bandwidth_given && o.max_bandwidth == 0);
+	assert_int_equal(MPARSE(&o, &e, "--help"), 0);
+	assert_true(o.help);
+	assert_non_null(strstr(cli_migrate_usage, "--incoming"));
+
+	EXPECT_MERR(-EINVAL, "--qmp PATH is required", "tcp:h:1");
+	EXPECT_MERR(-EINVAL, "no destination URI", "--qmp", "q");
+	EXPECT_MERR(-EINVAL, "expected tcp:HOST:PORT, unix:PATH or fd:N", "--qmp", "q", "ftp:x");
+	EXPECT_MERR(-EINVAL, "the port must be 1..65535", "--qmp", "q", "tcp:h:0");
+	EXPECT_MERR(-EINVAL, "unexpected argument 'more'", "--qmp", "q", "tcp:h:1", "more");
+	EXPECT_MERR(-EINVAL, "--postcopy=always", "--qmp", "q", "tcp:h:1", "--postcopy=always");
+	EXPECT_MERR(-EINVAL, "--max-bandwidth fast", "--qmp", "q", "tcp:h:1", "--max-bandwidth",
+		    "fast");
+	EXPECT_MERR(-EINVAL, "--downtime-limit -1", "--qmp", "q", "tcp:h:1", "--downtime-limit",
+		    "-1");
+	EXPECT_MERR(-EINVAL, "0..2000000", "--qmp", "q", "tcp:h:1", "--downtime-limit", "2000001");
+	EXPECT_MERR(-EINVAL, "takes no value", "--qmp", "q", "tcp:h:1", "--wait=yes");
+	EXPECT_MERR(-EINVAL, "unknown option --live", "--qmp", "q", "tcp:h:1", "--live");
+}
+
+static void test_incoming(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "--incoming", "defer"), 0);
+	assert_string_equal(o.incoming, "defer");
+	assert_null(o.kernel);
+	assert_int_equal(PARSE(&o, &e, "--incoming", "tcp:0.0.0.0:4444", "--disk", "path=/d.img",
+			       "--qmp", "unix:/q", "-S"),
+			 0);
+	assert_int_equal(o.ndisks, 1);
+	assert_true(o.paused);
+	cli_run_options_free(&o);
+	EXPECT_ERR(-EINVAL, "--mem cannot be combined with --incoming", "--incoming", "defer",
+		   "--mem", "64M");
+	EXPECT_ERR(-EINVAL, "--kernel cannot be combined with --incoming", "--kernel", "k",
+		   "--incoming", "defer");
+	EXPECT_ERR(-EINVAL, "--incoming cannot be combined with --restore", "--incoming", "defer",
+		   "--restore", "/ck");
+	EXPECT_ERR(-EINVAL, "expected tcp:HOST:PORT", "--incoming", "later");
+	EXPECT_ERR(-EINVAL, "tcp:[::1]:PORT", "--incoming", "tcp:::1:80");
+}
+
 static void test_duration(void **state)
 {
 	uint64_t ns;
@@ -491,6 +581,8 @@ int main(void)
 		cmocka_unit_test(test_pmu),	       cmocka_unit_test(test_profile_defaults),
 		cmocka_unit_test(test_profile_full),   cmocka_unit_test(test_profile_errors),
 		cmocka_unit_test(test_duration),
+		cmocka_unit_test(test_migrate),
+		cmocka_unit_test(test_incoming),
 	};
 
 	/* Permutation (positional arguments anywhere) is what users expect. */

@@ -391,6 +391,23 @@ static void test_mark_dirty(void **state)
 	assert_false(mem_dirty_test_clear(&f->mem, BUF_GPA / 4096 + 5));
 }
 
+/* The used ring is written by the VMM: a migration must see it changed. */
+static void test_used_ring_dirty(void **state)
+{
+	struct fx *f = *state;
+	const char *why;
+
+	set_desc(&desc(f)[0], BUF_GPA, 16, VRING_DESC_F_WRITE, 0);
+	offer(f, 0);
+	assert_int_equal(pop(f, &why), 1);
+	assert_false(mem_dirty_test_clear(&f->mem, USED_GPA / 4096));
+	vq_push(&f->vq, &f->e, 16);
+	assert_true(mem_dirty_test_clear(&f->mem, USED_GPA / 4096));
+	vq_set_kicks(&f->vq, false);
+	assert_true(mem_dirty_test_clear(&f->mem, USED_GPA / 4096));
+	assert_false(mem_dirty_test_clear(&f->mem, AVAIL_GPA / 4096)); /* the driver's */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -415,6 +432,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_enable_checks, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_event_idx, setup_event_idx, teardown),
 		cmocka_unit_test_setup_teardown(test_mark_dirty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_used_ring_dirty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_used_ring_dirty, setup_event_idx, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,526 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The destination of a live migration (migrate.h, docs/migration.md). It
+ * listens; the first connection's worker feeds every message through the
+ * state machine (mig_rx_msg: order, sizes, page ranges), writes pages into
+ * the VM the main thread built from the stream's configuration, then has
+ * the main thread load the device state, says READY, and on GO has it
+ * start the VM and says RUNNING. Any failure is sent to the source as an
+ * ERROR (so the source resumes) and ends the migration here.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "mig_internal.h"
+#include "qlite/mem.h"
+#include "qlite/virtio.h"
+#include "qlite/vm.h"
+
+#define HELLO_TIMEOUT_MS 30000 /* from connection to HELLO */
+#define GO_TIMEOUT_MS 60000    /* from READY to GO */
+#define DRAIN_MS 2000	       /* after an ERROR: let it reach the source before closing */
+
+struct mig_in {
+	struct mig_uri uri;
+	int listen_fd;
+	char *unlink_path;
+	struct mig_sync sync;
+	struct mig_conn conn;
+	_Atomic int sock;
+	pthread_t thread;
+	bool thread_started;
+	struct mig_rx rx;
+	struct vm *vm; /* built by the main thread (mig_in_built) */
+	bool started;  /* the VM runs (or sits paused) here now */
+	_Atomic int status;
+	int result;
+	struct qerr err;
+	uint64_t start_ns, conn_ns;
+	_Atomic uint64_t end_ns;
+};
+
+static void set_status(struct mig_in *m, enum mig_status s)
+{
+	struct mig_event ev = {.kind = MIG_EV_STATUS, .status = s};
+
+	m->status = s;
+	mig_sync_post(&m->sync, &ev);
+}
+
+/* ---- the state machine's hooks (worker thread) ---- */
+
+static int on_config(void *opaque, const struct vm_config *cfg, struct qerr *e)
+{
+	struct mig_in *m = opaque;
+
+	(void)cfg;
+	return mig_sync_call(&m->sync, MIG_EV_BUILD, e);
+}
+
+static int on_pages(void *opaque, uint64_t first, uint64_t n, const uint8_t *data, struct qerr *e)
+{
+	struct mig_in *m = opaque;
+	struct guest_mem *mem = &m->vm->mem;
+	uint8_t *dst = mem->base + first * MIG_PAGE;
+	int ret;
+
+	if (first + n > mem->ram_size / MIG_PAGE) /* the state machine checked; the VM agrees */
+		return qerr_set(e, ERANGE, "pages %llu..+%llu are beyond guest RAM",
+				(unsigned long long)first, (unsigned long long)n);
+	if (data) {
+		memcpy(dst, data, n * MIG_PAGE);
+		return 0;
+	}
+	/* Became zero on the source: drop ours (and the memory holding it). */
+	if (mem->backend == MEM_BACKEND_MEMFD)
+		ret = fallocate(mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)(first * MIG_PAGE), (off_t)(n * MIG_PAGE));
+	else
+		ret = madvise(dst, n * MIG_PAGE, MADV_DONTNEED);
+	if (ret < 0)
+		memset(dst, 0, n * MIG_PAGE);
+	return 0;
+}
+
+static const struct mig_rx_ops rx_ops = {
+	.config = on_config,
+	.pages = on_pages,
+};
+
+/* ---- the worker ---- */
+
+/* After an ERROR: stop sending, and read until the source closes (briefly), so it gets it. */
+static void drain(struct mig_conn *c)
+{
+	uint64_t end = time_now_ns() + DRAIN_MS * 1000000ULL;
+	uint8_t scratch[16384];
+
+	shutdown(c->fd, SHUT_WR);
+	for (;;) {
+		uint64_t now = time_now_ns();
+		struct pollfd p = {.fd = c->fd, .events = POLLIN};
+
+		if (now >= end || poll(&p, 1, (int)((end - now) / 1000000ULL) + 1) <= 0)
+			return;
+		if (recv(c->fd, scratch, sizeof(scratch), MSG_DONTWAIT) <= 0)
+			return;
+	}
+}
+
+static int run_incoming(struct mig_in *m, struct qerr *e)
+{
+	struct mig_rx *rx = &m->rx;
+	uint32_t type, len;
+	bool first = true;
+	int ret, timeout;
+
+	for (;;) {
+		struct qerr re = {0};
+
+		timeout = rx->phase == MIG_RX_HELLO ? HELLO_TIMEOUT_MS
+			  : rx->phase == MIG_RX_GO  ? GO_TIMEOUT_MS
+						    : -1;
+		ret = mig_recv(&m->conn, &type, &len, timeout, &re);
+		if (ret == -EBADMSG && first)
+			return qerr_set(e, EBADMSG,
+					"not a qlite migration stream (%s at its start)", re.msg);
+		if (ret && rx->phase == MIG_RX_HELLO && first)
+			return qerr_set(e, -ret, "%s before the migration began", re.msg);
+		if (ret == -ECONNRESET || ret == -EPIPE)
+			return qerr_set(e, -ret,
+					"the source went away during %s, after %llu bytes "
+					"(cancelled, or it "
+					"failed): %s",
+					mig_rx_phase_name(rx->phase),
+					(unsigned long long)m->conn.rx_bytes, re.msg);
+		if (ret)
+			return qerr_set(e, -ret, "%s (during %s, after %llu bytes)", re.msg,
+					mig_rx_phase_name(rx->phase),
+					(unsigned long long)m->conn.rx_bytes);
+		first = false;
+		ret = mig_rx_msg(rx, type, m->conn.buf, len, e);
+		if (ret)
+			return ret;
+		switch (type) {
+		case MIG_MSG_HELLO: {
+			struct sbuf b;
+
+			sbuf_init(&b);
+			mig_ack_encode(rx->version, rx->features, &b);
+			ret = sbuf_status(&b) ? qerr_set(e, ENOMEM, "out of memory")
+					      : mig_send(&m->conn, MIG_MSG_HELLO_ACK, b.data, b.len,
+							 NULL, 0, e);
+			sbuf_free(&b);
+			if (ret)
+				return ret;
+			set_status(m, MIG_STATUS_ACTIVE);
+			break;
+		}
+		case MIG_MSG_END:
+			ret = mig_sync_call(&m->sync, MIG_EV_APPLY, e);
+			if (!ret)
+				ret = mig_send(&m->conn, MIG_MSG_READY, NULL, 0, NULL, 0, e);
+			if (ret)
+				return ret;
+			break;
+		case MIG_MSG_GO:
+			ret = mig_sync_call(&m->sync, MIG_EV_START, e);
+			if (ret)
+				return ret;
+			m->started = true;
+			/* The VM is ours now, whether or not the source hears it. */
+			if (mig_send(&m->conn, MIG_MSG_RUNNING, NULL, 0, NULL, 0, &re))
+				log_msg("migration: the VM runs here, but the source was not told: "
+					"%s",
+					re.msg);
+			return 0;
+		}
+	}
+}
+
+static void *worker(void *opaque)
+{
+	struct mig_in *m = opaque;
+	int ret;
+
+	ret = run_incoming(m, &m->err);
+	if (ret && !m->started) {
+		if (!mig_sync_cancelled(&m->sync)) {
+			mig_send_error(&m->conn, -ret, m->err.msg);
+			drain(&m->conn);
+		}
+	}
+	m->result = m->started ? 0 : ret;
+	m->end_ns = time_now_ns();
+	mig_sync_end(&m->sync);
+	return NULL;
+}
+
+static int start_worker(struct mig_in *m, int fd, struct qerr *e)
+{
+	mig_sock_tcp_options(fd);
+	mig_conn_init(&m->conn, fd, true);
+	m->sock = fd;
+	m->conn_ns = time_now_ns();
+	if (pthread_create(&m->thread, NULL, worker, m)) {
+		mig_conn_free(&m->conn);
+		m->sock = -1;
+		return qerr_set(e, EAGAIN, "cannot start the migration thread");
+	}
+	m->thread_started = true;
+	return 0;
+}
+
+/* ---- listening (main thread) ---- */
+
+static int listen_tcp(struct mig_in *m, struct qerr *e)
+{
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *res, *ai;
+	int ret, err = 0, one = 1;
+
+	ret = getaddrinfo(m->uri.host[0] ? m->uri.host : NULL, m->uri.port, &hints, &res);
+	if (ret)
+		return qerr_set(e, EADDRNOTAVAIL, "cannot resolve %s: %s", m->uri.host,
+				gai_strerror(ret));
+	for (ai = res; ai; ai = ai->ai_next) {
+		int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4) < 0) {
+			err = errno;
+			close(fd);
+			continue;
+		}
+		m->listen_fd = fd;
+		break;
+	}
+	freeaddrinfo(res);
+	if (m->listen_fd < 0)
+		return qerr_set(e, err ? err : EADDRNOTAVAIL, "cannot listen on tcp:%s:%s: %s",
+				m->uri.host[0] ? m->uri.host : "*", m->uri.port,
+				strerror(err ? err : EADDRNOTAVAIL));
+	return 0;
+}
+
+static int listen_unix(struct mig_in *m, struct qerr *e)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd;
+
+	/* Never unlink what is there: it may be another qlite's live socket. */
+	if (lstat(m->uri.path, &st) == 0)
+		return qerr_set(e, EEXIST, "cannot listen on unix:%s: it already exists",
+				m->uri.path);
+	memcpy(sa.sun_path, m->uri.path, sizeof(m->uri.path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return qerr_set(e, errno, "socket: %s", strerror(errno));
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int err = errno;
+
+		close(fd);
+		return qerr_set(e, err, "cannot listen on unix:%s: %s", m->uri.path, strerror(err));
+	}
+	m->unlink_path = strdup(m->uri.path);
+	if (listen(fd, 4) < 0) {
+		int err = errno;
+
+		close(fd);
+		return qerr_set(e, err, "cannot listen on unix:%s: %s", m->uri.path, strerror(err));
+	}
+	m->listen_fd = fd;
+	return 0;
+}
+
+static int take_fd(struct mig_in *m, struct qerr *e)
+{
+	int fd = m->uri.fd, type = 0, acc = 0;
+	socklen_t len = sizeof(type);
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return qerr_set(e, EBADF, "fd:%d is not a socket this process has", fd);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM)
+		return qerr_set(e, EBADF, "fd:%d is not a stream socket", fd);
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	len = sizeof(acc);
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) == 0 && acc) {
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		m->listen_fd = fd;
+		return 0;
+	}
+	/* Connected already: the migration starts now. */
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	return start_worker(m, fd, e);
+}
+
+void mig_in_free(struct mig_in *m)
+{
+	if (!m)
+		return;
+	if (m->thread_started) {
+		mig_sync_cancel(&m->sync);
+		if (m->sock >= 0)
+			shutdown(m->sock, SHUT_RDWR);
+		pthread_join(m->thread, NULL);
+	}
+	mig_conn_free(&m->conn);
+	if (m->listen_fd >= 0)
+		close(m->listen_fd);
+	if (m->unlink_path) {
+		unlink(m->unlink_path);
+		free(m->unlink_path);
+	}
+	mig_rx_free(&m->rx);
+	mig_sync_destroy(&m->sync);
+	free(m);
+}
+
+int mig_in_start(const char *uri, struct mig_in **out, struct qerr *e)
+{
+	struct mig_in *m = calloc(1, sizeof(*m));
+	int ret;
+
+	if (!m)
+		return qerr_set(e, ENOMEM, "out of memory");
+	m->listen_fd = -1;
+	m->sock = -1;
+	m->conn.fd = -1;
+	m->sync.efd = -1;
+	m->start_ns = time_now_ns();
+	mig_rx_init(&m->rx, &rx_ops, m);
+	ret = mig_uri_parse(uri, &m->uri, e);
+	if (!ret)
+		ret = mig_sync_init(&m->sync, e);
+	if (ret)
+		goto err;
+	m->status = MIG_STATUS_SETUP;
+	switch (m->uri.kind) {
+	case MIG_URI_TCP:
+		ret = listen_tcp(m, e);
+		break;
+	case MIG_URI_UNIX:
+		ret = listen_unix(m, e);
+		break;
+	case MIG_URI_FD:
+		ret = take_fd(m, e);
+		break;
+	}
+	if (ret)
+		goto err;
+	*out = m;
+	return 0;
+err:
+	mig_in_free(m);
+	return ret;
+}
+
+int mig_in_listen_fd(const struct mig_in *m)
+{
+	return m->listen_fd;
+}
+
+int mig_in_accept(struct mig_in *m, struct qerr *e)
+{
+	int fd = accept4(m->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+
+	if (fd < 0)
+		return errno == EAGAIN || errno == EINTR
+			       ? 0
+			       : qerr_set(e, errno, "accept: %s", strerror(errno));
+	if (m->thread_started) {
+		/* One migration per destination; a second channel would be post-copy's. */
+		struct mig_conn c;
+
+		mig_conn_init(&c, fd, true);
+		mig_send_error(&c, EBUSY, "a migration is already arriving here");
+		mig_conn_free(&c);
+		return 0;
+	}
+	return start_worker(m, fd, e);
+}
+
+int mig_in_eventfd(const struct mig_in *m)
+{
+	return m->sync.efd;
+}
+
+void mig_in_next_event(struct mig_in *m, struct mig_event *ev)
+{
+	uint64_t v;
+
+	if (read(m->sync.efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		log_msg("migration eventfd: %s", strerror(errno));
+	mig_sync_next(&m->sync, ev);
+}
+
+void mig_in_take_config(struct mig_in *m, struct vm_config *cfg, struct json_object **store)
+{
+	*cfg = m->rx.cfg;
+	*store = m->rx.cfg_store;
+	m->rx.cfg_store = NULL;
+}
+
+void mig_in_built(struct mig_in *m, struct vm *vm, int err, const char *msg)
+{
+	if (!err && vm && vm->mem.ram_size / MIG_PAGE != m->rx.npages) {
+		mig_sync_answer(&m->sync, EINVAL, "the VM built has a different memory size");
+		return;
+	}
+	m->vm = err ? NULL : vm;
+	mig_sync_answer(&m->sync, err, msg);
+}
+
+/* The disks are shared storage: the same size on both sides, or not the same disk. */
+static int check_disks(struct mig_in *m, struct qerr *e)
+{
+	const struct ckpt_state *l = &m->rx.state;
+	unsigned int d;
+
+	for (d = 0; d < ELIDE_MAX_DISKS; d++) {
+		struct stat st;
+		const char *path;
+
+		if (!l->disk[d])
+			continue;
+		if (d >= m->vm->cfg.ndisks)
+			return qerr_set(e, EINVAL, "the source has disk %u, this VM does not", d);
+		path = m->vm->cfg.disks[d].path;
+		if (stat(path, &st) < 0)
+			return qerr_set(e, errno, "disk %u (%s): %s", d, path, strerror(errno));
+		if ((uint64_t)st.st_size != l->disk[d]->size)
+			return qerr_set(e, EINVAL,
+					"disk %u (%s) is %llu bytes here, %llu on the source: not "
+					"the same (shared) disk",
+					d, path, (unsigned long long)st.st_size,
+					(unsigned long long)l->disk[d]->size);
+	}
+	return 0;
+}
+
+void mig_in_apply(struct mig_in *m)
+{
+	struct qerr e = {0};
+	int ret = m->vm ? check_disks(m, &e) : qerr_set(&e, ENODEV, "no VM");
+
+	if (!ret)
+		ret = ckpt_state_apply(m->vm, &m->rx.state, &e);
+	mig_sync_answer(&m->sync, ret, e.msg);
+}
+
+bool mig_in_run(const struct mig_in *m)
+{
+	return m->rx.run;
+}
+
+void mig_in_started(struct mig_in *m, int err, const char *msg)
+{
+	mig_sync_answer(&m->sync, err, msg);
+}
+
+void mig_in_stats(struct mig_in *m, struct mig_stats *st)
+{
+	uint64_t end = m->end_ns;
+
+	memset(st, 0, sizeof(*st));
+	st->incoming = true;
+	st->status = m->status;
+	st->transferred = m->conn.rx_bytes;
+	st->total = m->rx.npages * MIG_PAGE;
+	st->normal = m->rx.pages_data;
+	st->duplicate = m->rx.pages_zero;
+	st->dirty_sync_count = m->rx.rounds;
+	st->total_ns = m->conn_ns ? (end ? end : time_now_ns()) - m->conn_ns : 0;
+}
+
+int mig_in_finish(struct mig_in *m, struct mig_stats *st, struct qerr *e)
+{
+	int ret;
+
+	if (m->thread_started) {
+		bool ended;
+
+		pthread_mutex_lock(&m->sync.lock);
+		ended = m->sync.ended;
+		pthread_mutex_unlock(&m->sync.lock);
+		if (!ended) {
+			mig_sync_cancel(&m->sync);
+			if (m->sock >= 0)
+				shutdown(m->sock, SHUT_RDWR);
+		}
+		pthread_join(m->thread, NULL);
+		m->thread_started = false;
+		ret = m->result;
+		if (ret)
+			qerr_set(e, m->err.errnum ? m->err.errnum : -ret, "%s", m->err.msg);
+	} else {
+		ret = qerr_set(e, ECANCELED, "no migration arrived");
+	}
+	m->status = ret ? MIG_STATUS_FAILED : MIG_STATUS_COMPLETED;
+	mig_in_stats(m, st);
+	if (ret)
+		snprintf(st->error, sizeof(st->error), "%s", e ? e->msg : "");
+	mig_conn_free(&m->conn);
+	m->sock = -1;
+	/* The state is loaded or moot: free it now, not with the job. */
+	mig_rx_free(&m->rx);
+	return ret;
+}
