@@ -49,7 +49,8 @@ void stream_section_name(char *buf, size_t len, uint32_t kind, const char *id, u
 		snprintf(kbuf, sizeof(kbuf), "kind-%u", kind);
 		k = kbuf;
 	}
-	if (id && id[0])
+	/* "cpu/0", not "cpu/cpu/0", when the id just repeats the kind. */
+	if (id && id[0] && strcmp(id, k))
 		snprintf(buf, len, "%s/%s/%u", k, id, instance);
 	else
 		snprintf(buf, len, "%s/%u", k, instance);
