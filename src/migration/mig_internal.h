@@ -163,7 +163,8 @@ struct mig_rx {
 	uint64_t features;	  /* accepted */
 	bool postcopy;		  /* POSTCOPY_RUN came: the VM starts before all pages */
 	uint64_t missing;	  /* POSTCOPY_RUN: pages the source still has to send */
-	_Atomic bool urgent_open; /* GO after POSTCOPY_RUN: the urgent channel's answers count */
+	_Atomic bool urgent_open; /* from POSTCOPY_RUN: answers count (also after END: the last
+				     requests') */
 	uint64_t npages;
 	uint32_t next_round;
 	bool run; /* END: the VM was running on the source */
@@ -188,7 +189,7 @@ const char *mig_rx_phase_name(enum mig_rx_phase ph);
 int mig_rx_urgent_hello(const struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr *e);
 /*
  * One message on the urgent channel (another thread than mig_rx_msg()'s):
- * only PAGES (answers to PAGE_REQUEST) once the VM runs here, or ERROR.
+ * only PAGES (answers to PAGE_REQUEST) from POSTCOPY_RUN on, or ERROR.
  */
 int mig_rx_urgent_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len,
 		      struct qerr *e);

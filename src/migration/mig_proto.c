@@ -25,10 +25,16 @@
 #define RECV_STEP (1ULL * MiB) /* a large payload's buffer grows by this much as it arrives */
 
 static const char *const status_names[] = {
-	[MIG_STATUS_NONE] = "none",	      [MIG_STATUS_SETUP] = "setup",
-	[MIG_STATUS_ACTIVE] = "active",	      [MIG_STATUS_COMPLETED] = "completed",
-	[MIG_STATUS_FAILED] = "failed",	      [MIG_STATUS_CANCELLING] = "cancelling",
+	[MIG_STATUS_NONE] = "none",
+	[MIG_STATUS_SETUP] = "setup",
+	[MIG_STATUS_ACTIVE] = "active",
+	[MIG_STATUS_COMPLETED] = "completed",
+	[MIG_STATUS_FAILED] = "failed",
+	[MIG_STATUS_CANCELLING] = "cancelling",
 	[MIG_STATUS_CANCELLED] = "cancelled",
+	[MIG_STATUS_POSTCOPY_ACTIVE] = "postcopy-active",
+	[MIG_STATUS_POSTCOPY_PAUSED] = "postcopy-paused",
+	[MIG_STATUS_POSTCOPY_RECOVER] = "postcopy-recover",
 };
 
 const char *mig_status_name(enum mig_status s)
@@ -719,6 +725,8 @@ static int rx_pcrun(struct mig_rx *rx, const uint8_t *p, struct qerr *e)
 	rx->run = flags & MIG_END_RUN;
 	rx->postcopy = true;
 	rx->missing = missing;
+	/* Loading the state may fault on missing pages already: answers count from now. */
+	rx->urgent_open = true;
 	rx->phase = MIG_RX_GO;
 	return 0;
 }
@@ -797,7 +805,6 @@ int mig_rx_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len, s
 			if (get_u32(p))
 				return qerr_set(e, EPROTO, "END after post-copy has flags 0x%x",
 						get_u32(p));
-			rx->urgent_open = false;
 			rx->phase = MIG_RX_DONE;
 			return 0;
 		}
@@ -810,7 +817,6 @@ int mig_rx_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len, s
 		return rx_pcrun(rx, p, e);
 	case MIG_MSG_GO:
 		if (rx->postcopy) {
-			rx->urgent_open = true;
 			rx->phase = MIG_RX_POSTCOPY;
 		} else {
 			rx->phase = MIG_RX_DONE;
@@ -863,9 +869,7 @@ int mig_rx_urgent_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t
 		return qerr_set(e, EPROTO, "message %s on the urgent channel: only PAGES may come",
 				mig_msg_name(type));
 	if (!rx->urgent_open)
-		return qerr_set(e, EPROTO,
-				"PAGES on the urgent channel while the VM does not run "
-				"here in post-copy");
+		return qerr_set(e, EPROTO, "PAGES on the urgent channel before post-copy");
 	return rx_pages(rx, p, len, e);
 }
 
