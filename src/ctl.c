@@ -877,13 +877,25 @@ static struct json_object *mig_stats_json(const struct mig_stats *st)
 		json_object_object_add(ram, "mbps",
 				       json_object_new_double((double)st->bandwidth * 8 / 1e6));
 		add_int(ram, "dirty-sync-count", st->dirty_sync_count);
-		add_int(ram, "postcopy-requests", 0);
+		add_int(ram, "postcopy-requests", st->postcopy_requests);
 		add_int(ram, "page-size", 4096);
 		add_int(ram, "multifd-bytes", 0);
 		add_int(ram, "pages-per-second", st->bandwidth / 4096);
-		add_int(ram, "precopy-bytes", st->transferred);
-		add_int(ram, "postcopy-bytes", 0);
+		add_int(ram, "precopy-bytes", st->transferred - st->postcopy_bytes);
+		add_int(ram, "postcopy-bytes", st->postcopy_bytes);
 		json_object_object_add(o, "ram", ram);
+		if (st->postcopy) {
+			/* qlite's: what post-copy cost the guest (QEMU has no such object). */
+			struct json_object *pc = json_object_new_object();
+
+			add_int(pc, "pages-requested", st->postcopy_requests);
+			add_int(pc, "pages-pushed", st->pages_pushed);
+			add_int(pc, "faults", st->faults);
+			add_int(pc, "faults-waited-network", st->faults_waited);
+			add_int(pc, "fault-p50-us", st->fault_p50_ns / 1000);
+			add_int(pc, "fault-p99-us", st->fault_p99_ns / 1000);
+			json_object_object_add(o, "postcopy", pc);
+		}
 	}
 	add_int(o, "total-time", st->total_ns / 1000000);
 	if (!st->incoming) {
@@ -1088,6 +1100,13 @@ int ctl_migrate(struct ctl *c, const char *uri, struct qerr *e)
 	return 0;
 }
 
+int ctl_migrate_start_postcopy(struct ctl *c, struct qerr *e)
+{
+	if (!c->mig_out)
+		return qerr_set(e, EINVAL, "there is no migration to switch to post-copy");
+	return mig_out_start_postcopy(c->mig_out, e);
+}
+
 int ctl_migrate_cancel(struct ctl *c, struct qerr *e)
 {
 	if (!c->mig_out)
@@ -1188,11 +1207,28 @@ static void ctl_mig_in_end(struct ctl *c)
 	if (mig_in_listen_fd(c->mig_in) >= 0)
 		loop_del(c->loop, mig_in_listen_fd(c->mig_in));
 	ret = mig_in_finish(c->mig_in, &c->mig_stats, &e);
+	if (ret && !c->incoming && c->vm && !c->mig_pc_failed) {
+		/*
+		 * Post-copy broke with the VM running here: its missing pages
+		 * will never come. Stop it; the engine stays until the vCPUs are
+		 * gone (freed again by ctl_destroy), so nothing reads them as zero.
+		 */
+		c->mig_pc_failed = true;
+		c->mig_has_stats = true;
+		ctl_mig_timer(c, false);
+		ctl_mig_status_event(c, c->mig_stats.status);
+		c->incoming_failed = true;
+		snprintf(c->incoming_error, sizeof(c->incoming_error),
+			 "post-copy failed, the guest's memory is incomplete: %.400s", e.msg);
+		vm_request_stop(c->vm, VM_STOP_QUIT);
+		return;
+	}
 	mig_in_free(c->mig_in);
 	c->mig_in = NULL;
 	c->mig_has_stats = true;
 	ctl_mig_timer(c, false);
-	ctl_mig_status_event(c, c->mig_stats.status);
+	if (!c->mig_pc_failed)
+		ctl_mig_status_event(c, c->mig_stats.status);
 	if (ret && c->incoming) {
 		c->incoming = false;
 		c->incoming_failed = true;

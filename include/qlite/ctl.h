@@ -110,6 +110,7 @@ struct ctl {
 	bool migrated; /* source: handed over; the run loop ends, no SHUTDOWN */
 	bool incoming; /* waiting for the VM to arrive */
 	bool incoming_failed;
+	bool mig_pc_failed; /* destination: post-copy broke while the VM ran here */
 	char incoming_error[512];
 	bool quit_no_vm; /* quit asked before any VM existed */
 };
@@ -166,6 +167,8 @@ int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mod
 int ctl_migrate(struct ctl *c, const char *uri, struct qerr *e);
 int ctl_migrate_incoming(struct ctl *c, const char *uri, struct qerr *e);
 int ctl_migrate_cancel(struct ctl *c, struct qerr *e);
+/* migrate-start-postcopy: the running migration switches after this round. */
+int ctl_migrate_start_postcopy(struct ctl *c, struct qerr *e);
 int ctl_migrate_set_params(struct ctl *c, const struct mig_params *p, struct qerr *e);
 bool ctl_migrating(const struct ctl *c);
 struct json_object *ctl_migrate_info_json(struct ctl *c);

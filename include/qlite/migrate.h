@@ -33,6 +33,9 @@ enum mig_status {
 	MIG_STATUS_FAILED,
 	MIG_STATUS_CANCELLING,
 	MIG_STATUS_CANCELLED,
+	MIG_STATUS_POSTCOPY_ACTIVE, /* the VM runs on the destination; pages still arrive */
+	MIG_STATUS_POSTCOPY_PAUSED,
+	MIG_STATUS_POSTCOPY_RECOVER,
 };
 
 const char *mig_status_name(enum mig_status s);
@@ -45,7 +48,7 @@ const char *mig_status_name(enum mig_status s);
 struct mig_params {
 	uint64_t max_bandwidth;	    /* bytes/s of pre-copy; 0: unlimited */
 	uint64_t downtime_limit_ms; /* the pause the switchover may take */
-	bool postcopy_ram;	    /* capability; post-copy itself is not implemented yet */
+	bool postcopy_ram;	    /* capability: offer post-copy (migrate-start-postcopy) */
 	bool events;		    /* capability: MIGRATION_PASS events */
 };
 
@@ -81,6 +84,14 @@ struct mig_stats {
 	uint64_t dirty_pages_rate; /* pages/s dirtied in the last round */
 	uint64_t bandwidth;	   /* bytes/s measured over the last round */
 	uint64_t setup_ns, total_ns, downtime_ns, expected_downtime_ns;
+	/* Post-copy. */
+	bool postcopy;		    /* it switched to post-copy */
+	uint64_t postcopy_requests; /* PAGE_REQUESTs (sent, or answered on the source) */
+	uint64_t postcopy_bytes;    /* bytes after the VM left the source */
+	uint64_t pages_pushed;	    /* pages sent (received) in the background */
+	uint64_t faults;	    /* destination: page faults (guest, KVM, VMM) */
+	uint64_t faults_waited;	    /* of which waited for the network */
+	uint64_t fault_p50_ns, fault_p99_ns;
 	char error[512];
 };
 
@@ -121,6 +132,12 @@ void mig_out_next_event(struct mig_out *j, struct mig_event *ev);
  * fails the migration); its device state is captured here for the worker.
  */
 void mig_out_switchover(struct mig_out *j, bool was_running, int pause_err);
+/*
+ * migrate-start-postcopy: at the end of the current round, switch to
+ * post-copy (the postcopy-ram capability was set and the destination
+ * accepted it: else the switch fails the migration, the VM running on).
+ */
+int mig_out_start_postcopy(struct mig_out *j, struct qerr *e);
 /* Parameters changed mid-migration (bandwidth, downtime limit). */
 void mig_out_set_params(struct mig_out *j, const struct mig_params *p);
 /* -EBUSY once the VM has been handed over (too late to take it back). */

@@ -53,6 +53,16 @@ struct uffd_source {
 	void *opaque;
 	/* Pages per prefetch UFFDIO_COPY, at most UFFD_RUN_MAX; 0: default. */
 	unsigned int run_pages;
+	/*
+	 * Pages resident when the engine starts are kept as they are (present,
+	 * never filled) instead of refusing to start: post-copy, where pre-copy
+	 * placed part of memory. The caller drops (mem_discard) every page it
+	 * wants filled, after MADV_NOHUGEPAGE: a write may populate a whole
+	 * huge page, and khugepaged may collapse dropped pages in again until
+	 * the engine registers them. Resident is what mincore() says; a page it misses (swapped out)
+	 * is not filled over either (UFFDIO_COPY finds it: EEXIST).
+	 */
+	bool keep_present;
 };
 
 struct uffd_lazy_stats {
@@ -72,8 +82,8 @@ struct uffd_lazy_stats {
 struct uffd_lazy;
 
 /*
- * Register every region of @m (untouched so far: no page may be resident)
- * and start both threads. @src is copied; @m must outlive the engine.
+ * Register every region of @m (untouched so far: no page may be resident,
+ * unless src->keep_present) and start both threads. @src is copied; @m must outlive the engine.
  */
 int uffd_lazy_start(struct guest_mem *m, const struct uffd_source *src, struct uffd_lazy **out,
 		    struct qerr *e);

@@ -22,7 +22,14 @@ struct mclient {
 	char error[600];
 	bool ended, switchover, tty;
 	uint64_t last_line_ns;
+	/* --postcopy=auto: the dirty set at each round's start, and how often it did not shrink */
+	int64_t round, round_dirty;
+	unsigned int stalled;
+	bool pc_sent;
 };
+
+#define AUTO_STALLED_ROUNDS 3 /* rounds whose dirty set did not shrink: not converging */
+#define AUTO_MAX_ROUNDS 10
 
 static int64_t get_int(struct json_object *o, const char *k)
 {
@@ -147,6 +154,40 @@ static void print_summary(struct mclient *mc)
 		(long long)get_int(ram, "duplicate"));
 }
 
+static bool qmp_simple(struct qmp_conn *conn, const char *cmd, const char *args_json, struct qerr *e)
+{
+	struct json_object *args = args_json ? json_tokener_parse(args_json) : NULL, *r;
+	bool qmp_error = false;
+
+	r = qmp_conn_execute(conn, cmd, args, &qmp_error, e);
+	json_object_put(args);
+	json_object_put(r);
+	return r != NULL;
+}
+
+/* --postcopy=auto: has pre-copy stopped converging? (called with each new figure) */
+static bool auto_wants_postcopy(struct mclient *mc)
+{
+	struct json_object *ram = NULL;
+	int64_t round, dirty;
+
+	if (!mc->info || strcmp(mc->status, "active"))
+		return false;
+	json_object_object_get_ex(mc->info, "ram", &ram);
+	round = get_int(ram, "dirty-sync-count");
+	dirty = get_int(ram, "remaining");
+	if (round <= mc->round)
+		return false;
+	/* A new round: its first figure is about its whole dirty set. */
+	if (round >= 2 && dirty >= mc->round_dirty)
+		mc->stalled++;
+	else
+		mc->stalled = 0;
+	mc->round = round;
+	mc->round_dirty = dirty;
+	return mc->stalled >= AUTO_STALLED_ROUNDS || round >= AUTO_MAX_ROUNDS;
+}
+
 int migrate_client_run(const struct migrate_options *o)
 {
 	struct mclient mc = {.o = o};
@@ -156,9 +197,9 @@ int migrate_client_run(const struct migrate_options *o)
 	bool qmp_error = false;
 	int status = 1;
 
-	if (o->postcopy != CLI_POSTCOPY_OFF) {
-		fprintf(stderr, "qlite migrate: --postcopy: post-copy is not implemented yet "
-				"(pre-copy is: run without --postcopy)\n");
+	if (o->postcopy == CLI_POSTCOPY_AUTO && !o->wait) {
+		fprintf(stderr, "qlite migrate: --postcopy=auto needs --wait (it watches the "
+				"rounds)\n");
 		return 1;
 	}
 	mc.tty = isatty(STDERR_FILENO);
@@ -172,6 +213,13 @@ int migrate_client_run(const struct migrate_options *o)
 		fprintf(stderr, "qlite migrate: %s\n", e.msg);
 		goto out;
 	}
+	if (o->postcopy != CLI_POSTCOPY_OFF &&
+	    !qmp_simple(&conn, "migrate-set-capabilities",
+			"{\"capabilities\": [{\"capability\": \"postcopy-ram\", \"state\": true}]}",
+			&e)) {
+		fprintf(stderr, "qlite migrate: %s\n", e.msg);
+		goto out;
+	}
 	args = json_object_new_object();
 	json_object_object_add(args, "uri", json_object_new_string(o->uri));
 	ret = qmp_conn_execute(&conn, "migrate", args, &qmp_error, &e);
@@ -181,6 +229,14 @@ int migrate_client_run(const struct migrate_options *o)
 		goto out;
 	}
 	json_object_put(ret);
+	/* --postcopy: switch once round 0 (every populated page) is through. */
+	if (o->postcopy == CLI_POSTCOPY_ON) {
+		if (!qmp_simple(&conn, "migrate-start-postcopy", NULL, &e)) {
+			fprintf(stderr, "qlite migrate: migrate-start-postcopy: %s\n", e.msg);
+			goto out;
+		}
+		mc.pc_sent = true;
+	}
 	if (!o->wait) {
 		ret = qmp_conn_execute(&conn, "query-migrate", NULL, &qmp_error, &e);
 		if (o->json && ret)
@@ -194,6 +250,11 @@ int migrate_client_run(const struct migrate_options *o)
 		goto out;
 	}
 	while (!mc.ended) {
+		if (o->postcopy == CLI_POSTCOPY_AUTO && !mc.pc_sent && auto_wants_postcopy(&mc)) {
+			mc.pc_sent = true;
+			if (!qmp_simple(&conn, "migrate-start-postcopy", NULL, &e))
+				fprintf(stderr, "qlite migrate: migrate-start-postcopy: %s\n", e.msg);
+		}
 		if (qmp_conn_wait(&conn, 1000, &e)) {
 			/* The source exits right after completing: its last words are in. */
 			if (!mc.ended)

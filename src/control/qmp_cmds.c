@@ -484,6 +484,12 @@ static int cmd_migrate_cancel(struct ctl *c, struct json_object *args, struct js
 	return ctl_migrate_cancel(c, e);
 }
 
+static int cmd_migrate_start_postcopy(struct ctl *c, struct json_object *args,
+				      struct json_object **ret, struct qerr *e)
+{
+	return ctl_migrate_start_postcopy(c, e);
+}
+
 /* Capabilities qlite has; any other may be set to false (it is off). */
 static const char *const mig_caps[] = { "postcopy-ram", "events", "return-path" };
 
@@ -656,6 +662,7 @@ static const struct qmp_command commands[] = {
 	{ "migrate-incoming", cmd_migrate_incoming, NULL, args_migrate_incoming },
 	{ "query-migrate", cmd_query_migrate },
 	{ "migrate-cancel", cmd_migrate_cancel },
+	{ "migrate-start-postcopy", cmd_migrate_start_postcopy },
 	{ "migrate-set-capabilities", cmd_migrate_set_capabilities, NULL, args_migrate_caps },
 	{ "query-migrate-capabilities", cmd_query_migrate_capabilities },
 	{ "migrate-set-parameters", cmd_migrate_set_parameters, NULL, args_migrate_params },

@@ -28,8 +28,10 @@
 #define MIG_MAX_SMALL 4096 /* HELLO, HELLO_ACK, ERROR */
 #define MIG_MAX_CONFIG (1ULL * MiB)
 #define MIG_MAX_STATE CKPT_MAX_SECTION
-#define MIG_MAX_ERROR 1000 /* bytes of error text */
-#define MIG_PAGES_HDR 12   /* u64 first, u32 count */
+#define MIG_MAX_ERROR 1000  /* bytes of error text */
+#define MIG_PAGES_HDR 12    /* u64 first, u32 count */
+#define MIG_PAGE_REQ_LEN 12 /* u64 first, u32 count */
+#define MIG_PCRUN_LEN 12    /* u32 flags, u64 pages still to come */
 
 enum mig_msg {
 	MIG_MSG_HELLO = 1,     /* src: magic, versions, features, session, channel, sizes */
@@ -44,9 +46,10 @@ enum mig_msg {
 	MIG_MSG_GO = 10,       /* src: start it; the source will not resume */
 	MIG_MSG_RUNNING = 11,  /* dst: it started */
 	MIG_MSG_ERROR = 12,    /* both: u32 errno, text; the sender gives up */
-	/* Post-copy (not implemented yet): refused unless negotiated. */
+	/* Post-copy: refused unless negotiated (MIG_F_POSTCOPY). */
 	MIG_MSG_PAGE_REQUEST = 13, /* dst: u64 first page, u32 count: needed now */
-	MIG_MSG_POSTCOPY_RUN = 14, /* src: run now; missing pages come on request */
+	MIG_MSG_POSTCOPY_RUN = 14, /* src: u32 flags (MIG_END_RUN), u64 pages still to come */
+	MIG_MSG_DISCARD = 15,	   /* src: u64 first, u64 count: changed since sent, drop them */
 	MIG_MSG_MAX,
 };
 
@@ -85,6 +88,12 @@ int mig_version_pick(uint32_t vmin, uint32_t vmax, uint32_t *out, struct qerr *e
 void mig_ack_encode(uint32_t version, uint64_t features, struct sbuf *b);
 int mig_ack_decode(const uint8_t *p, size_t len, uint32_t *version, uint64_t *features,
 		   struct qerr *e);
+/* PAGE_REQUEST: [first, first + n), 1 <= n <= MIG_RUN_MAX. */
+void mig_page_req_encode(uint64_t first, uint32_t n, uint8_t out[MIG_PAGE_REQ_LEN]);
+/* The source's check of a request: length, count and range within @npages. */
+int mig_page_req_decode(const uint8_t *p, size_t len, uint64_t npages, uint64_t *first, uint32_t *n,
+			struct qerr *e);
+void mig_pcrun_encode(uint32_t flags, uint64_t missing, uint8_t out[MIG_PCRUN_LEN]);
 /* The peer's error: its errno (or EPROTO) and its text made printable. */
 int mig_error_decode(const uint8_t *p, size_t len, char *text, size_t tlen);
 
@@ -119,12 +128,13 @@ int mig_recv(struct mig_conn *c, uint32_t *type, uint32_t *len, int timeout_ms, 
 /* ---- the destination's state machine (pure: unit tests and fuzzing drive it) ---- */
 
 enum mig_rx_phase {
-	MIG_RX_HELLO,  /* nothing received yet */
-	MIG_RX_CONFIG, /* HELLO accepted */
-	MIG_RX_RAM,    /* rounds of pages, until STATE */
-	MIG_RX_END,    /* STATE received */
-	MIG_RX_GO,     /* END received: load, say READY, wait for GO */
-	MIG_RX_DONE,   /* GO received */
+	MIG_RX_HELLO,	 /* nothing received yet */
+	MIG_RX_CONFIG,	 /* HELLO accepted */
+	MIG_RX_RAM,	 /* rounds of pages, until STATE */
+	MIG_RX_END,	 /* STATE received */
+	MIG_RX_GO,	 /* END (or POSTCOPY_RUN) received: load, say READY, wait for GO */
+	MIG_RX_POSTCOPY, /* GO after POSTCOPY_RUN: the VM runs, pages still arrive, until END */
+	MIG_RX_DONE,	 /* GO received (pre-copy), END (post-copy) */
 };
 
 struct mig_rx_ops {
@@ -132,6 +142,15 @@ struct mig_rx_ops {
 	int (*config)(void *opaque, const struct vm_config *cfg, struct qerr *e);
 	/* [first, first + n) in range: its bytes, or zero (@data NULL). */
 	int (*pages)(void *opaque, uint64_t first, uint64_t n, const uint8_t *data, struct qerr *e);
+	/*
+	 * Post-copy (required if rx->supported has MIG_F_POSTCOPY): the pages
+	 * [first, first + n) changed on the source after they were sent here;
+	 * drop them so they fault and come again. With post-copy, pages() is
+	 * also called from the urgent channel's thread (mig_rx_urgent_msg()),
+	 * possibly for a page the main channel delivers too: it must be
+	 * thread-safe and place each page once.
+	 */
+	int (*discard)(void *opaque, uint64_t first, uint64_t n, struct qerr *e);
 };
 
 struct mig_rx {
@@ -140,7 +159,12 @@ struct mig_rx {
 	void *opaque;
 	struct mig_hello hello;
 	uint32_t version;
-	uint64_t features; /* accepted */
+	uint64_t supported;	  /* features this destination can do (set before HELLO) */
+	uint64_t features;	  /* accepted */
+	bool postcopy;		  /* POSTCOPY_RUN came: the VM starts before all pages */
+	uint64_t missing;	  /* POSTCOPY_RUN: pages the source still has to send */
+	_Atomic bool urgent_open; /* from POSTCOPY_RUN: answers count (also after END: the last
+				     requests') */
 	uint64_t npages;
 	uint32_t next_round;
 	bool run; /* END: the VM was running on the source */
@@ -150,7 +174,7 @@ struct mig_rx {
 	size_t cfg_len;
 	struct ckpt_state state; /* from STATE */
 	bool have_state;
-	_Atomic uint64_t pages_data, pages_zero, rounds;
+	_Atomic uint64_t pages_data, pages_zero, rounds, pages_discarded;
 };
 
 void mig_rx_init(struct mig_rx *rx, const struct mig_rx_ops *ops, void *opaque);
@@ -158,6 +182,17 @@ void mig_rx_free(struct mig_rx *rx);
 /* One message from the source; any violation is -errno with @e saying what. */
 int mig_rx_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len, struct qerr *e);
 const char *mig_rx_phase_name(enum mig_rx_phase ph);
+/*
+ * Post-copy's second connection: its HELLO must name channel 1 and the
+ * main connection's session and versions, after post-copy was negotiated.
+ */
+int mig_rx_urgent_hello(const struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr *e);
+/*
+ * One message on the urgent channel (another thread than mig_rx_msg()'s):
+ * only PAGES (answers to PAGE_REQUEST) from POSTCOPY_RUN on, or ERROR.
+ */
+int mig_rx_urgent_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len,
+		      struct qerr *e);
 
 /* ---- worker <-> main thread ---- */
 

@@ -25,10 +25,16 @@
 #define RECV_STEP (1ULL * MiB) /* a large payload's buffer grows by this much as it arrives */
 
 static const char *const status_names[] = {
-	[MIG_STATUS_NONE] = "none",	      [MIG_STATUS_SETUP] = "setup",
-	[MIG_STATUS_ACTIVE] = "active",	      [MIG_STATUS_COMPLETED] = "completed",
-	[MIG_STATUS_FAILED] = "failed",	      [MIG_STATUS_CANCELLING] = "cancelling",
+	[MIG_STATUS_NONE] = "none",
+	[MIG_STATUS_SETUP] = "setup",
+	[MIG_STATUS_ACTIVE] = "active",
+	[MIG_STATUS_COMPLETED] = "completed",
+	[MIG_STATUS_FAILED] = "failed",
+	[MIG_STATUS_CANCELLING] = "cancelling",
 	[MIG_STATUS_CANCELLED] = "cancelled",
+	[MIG_STATUS_POSTCOPY_ACTIVE] = "postcopy-active",
+	[MIG_STATUS_POSTCOPY_PAUSED] = "postcopy-paused",
+	[MIG_STATUS_POSTCOPY_RECOVER] = "postcopy-recover",
 };
 
 const char *mig_status_name(enum mig_status s)
@@ -132,6 +138,7 @@ static const char *const msg_names[] = {
 	[MIG_MSG_ERROR] = "ERROR",
 	[MIG_MSG_PAGE_REQUEST] = "PAGE_REQUEST",
 	[MIG_MSG_POSTCOPY_RUN] = "POSTCOPY_RUN",
+	[MIG_MSG_DISCARD] = "DISCARD",
 };
 
 const char *mig_msg_name(uint32_t type)
@@ -158,8 +165,10 @@ static const struct msg_limit limits[MIG_MSG_MAX] = {
 	[MIG_MSG_GO] = {true, false, 0, 0},
 	[MIG_MSG_RUNNING] = {false, true, 0, 0},
 	[MIG_MSG_ERROR] = {true, true, 4, 4 + MIG_MAX_ERROR},
-	[MIG_MSG_PAGE_REQUEST] = {false, true, 12, 12},
-	[MIG_MSG_POSTCOPY_RUN] = {true, false, 0, MIG_MAX_SMALL},
+	[MIG_MSG_PAGE_REQUEST] = {false, true, MIG_PAGE_REQ_LEN, MIG_PAGE_REQ_LEN},
+	/* Longer: a later version's fields, ignored. */
+	[MIG_MSG_POSTCOPY_RUN] = {true, false, MIG_PCRUN_LEN, MIG_MAX_SMALL},
+	[MIG_MSG_DISCARD] = {true, false, 16, 16},
 };
 
 int mig_check_hdr(uint32_t type, uint32_t len, bool from_source, struct qerr *e)
@@ -240,6 +249,45 @@ int mig_ack_decode(const uint8_t *p, size_t len, uint32_t *version, uint64_t *fe
 	*version = scur_u32(&c);
 	*features = scur_u64(&c);
 	return scur_ok(&c) ? 0 : qerr_set(e, EBADMSG, "HELLO_ACK is truncated");
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+void mig_page_req_encode(uint64_t first, uint32_t n, uint8_t out[MIG_PAGE_REQ_LEN])
+{
+	put_le(out, first, 8);
+	put_le(out + 8, n, 4);
+}
+
+int mig_page_req_decode(const uint8_t *p, size_t len, uint64_t npages, uint64_t *first, uint32_t *n,
+			struct qerr *e)
+{
+	struct scur c;
+
+	if (len != MIG_PAGE_REQ_LEN)
+		return qerr_set(e, EBADMSG, "PAGE_REQUEST of %zu bytes: must be %u", len,
+				MIG_PAGE_REQ_LEN);
+	scur_init(&c, p, len);
+	*first = scur_u64(&c);
+	*n = scur_u32(&c);
+	if (!*n || *n > MIG_RUN_MAX)
+		return qerr_set(e, EBADMSG, "PAGE_REQUEST for %u pages: must be 1..%u", *n,
+				MIG_RUN_MAX);
+	if (*first >= npages || *n > npages - *first)
+		return qerr_set(e, ERANGE,
+				"PAGE_REQUEST for pages %llu..+%u: the VM has %llu pages",
+				(unsigned long long)*first, *n, (unsigned long long)npages);
+	return 0;
+}
+
+void mig_pcrun_encode(uint32_t flags, uint64_t missing, uint8_t out[MIG_PCRUN_LEN])
+{
+	put_le(out, flags, 4);
+	put_le(out + 4, missing, 8);
 }
 
 int mig_error_decode(const uint8_t *p, size_t len, char *text, size_t tlen)
@@ -479,8 +527,10 @@ int mig_recv(struct mig_conn *c, uint32_t *type, uint32_t *len, int timeout_ms, 
 /* ---- the destination's state machine ---- */
 
 static const char *const phase_names[] = {
-	[MIG_RX_HELLO] = "start",      [MIG_RX_CONFIG] = "configuration", [MIG_RX_RAM] = "pre-copy",
-	[MIG_RX_END] = "device state", [MIG_RX_GO] = "hand-over",	  [MIG_RX_DONE] = "done",
+	[MIG_RX_HELLO] = "start",  [MIG_RX_CONFIG] = "configuration",
+	[MIG_RX_RAM] = "pre-copy", [MIG_RX_END] = "device state",
+	[MIG_RX_GO] = "hand-over", [MIG_RX_POSTCOPY] = "post-copy",
+	[MIG_RX_DONE] = "done",
 };
 
 const char *mig_rx_phase_name(enum mig_rx_phase ph)
@@ -536,8 +586,8 @@ static int rx_hello(struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr
 				"a connection for channel %u came first: the main channel must "
 				"(post-copy was not negotiated)",
 				rx->hello.channel);
-	/* Post-copy is not implemented yet: offered or not, it is not accepted. */
-	rx->features = 0;
+	/* Only what this destination can do (a post-copy destination sets it). */
+	rx->features = rx->hello.features & rx->supported & MIG_F_POSTCOPY;
 	rx->phase = MIG_RX_CONFIG;
 	return 0;
 }
@@ -632,6 +682,55 @@ static int rx_state(struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr
 	return 0;
 }
 
+/* PAGES: [first, first + count) with count x 4 KiB after the header. */
+static int rx_pages(struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr *e)
+{
+	uint64_t first = get_u64(p), n = get_u32(p + 8);
+	int ret;
+
+	if (n > MIG_RUN_MAX || len != MIG_PAGES_HDR + n * MIG_PAGE)
+		return qerr_set(e, EBADMSG, "PAGES says %llu pages in %zu bytes",
+				(unsigned long long)n, len);
+	ret = rx_range(rx, "PAGES", first, n, e);
+	if (!ret)
+		ret = rx->ops->pages(rx->opaque, first, n, p + MIG_PAGES_HDR, e);
+	if (!ret)
+		rx->pages_data += n;
+	return ret;
+}
+
+static int rx_zero(struct mig_rx *rx, const uint8_t *p, struct qerr *e)
+{
+	uint64_t first = get_u64(p), n = get_u64(p + 8);
+	int ret = rx_range(rx, "ZERO", first, n, e);
+
+	if (!ret)
+		ret = rx->ops->pages(rx->opaque, first, n, NULL, e);
+	if (!ret)
+		rx->pages_zero += n;
+	return ret;
+}
+
+static int rx_pcrun(struct mig_rx *rx, const uint8_t *p, struct qerr *e)
+{
+	uint32_t flags = get_u32(p);
+	uint64_t missing = get_u64(p + 4);
+
+	if (flags & ~MIG_END_RUN)
+		return qerr_set(e, EPROTO, "POSTCOPY_RUN has unknown flags 0x%x", flags);
+	if (missing > rx->npages)
+		return qerr_set(e, ERANGE,
+				"POSTCOPY_RUN announces %llu missing pages; the VM has %llu",
+				(unsigned long long)missing, (unsigned long long)rx->npages);
+	rx->run = flags & MIG_END_RUN;
+	rx->postcopy = true;
+	rx->missing = missing;
+	/* Loading the state may fault on missing pages already: answers count from now. */
+	rx->urgent_open = true;
+	rx->phase = MIG_RX_GO;
+	return 0;
+}
+
 int mig_rx_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len, struct qerr *e)
 {
 	static const uint8_t want_phase[MIG_MSG_MAX] = {
@@ -639,7 +738,9 @@ int mig_rx_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len, s
 		[MIG_MSG_ROUND] = MIG_RX_RAM,	[MIG_MSG_PAGES] = MIG_RX_RAM,
 		[MIG_MSG_ZERO] = MIG_RX_RAM,	[MIG_MSG_STATE] = MIG_RX_RAM,
 		[MIG_MSG_END] = MIG_RX_END,	[MIG_MSG_GO] = MIG_RX_GO,
+		[MIG_MSG_DISCARD] = MIG_RX_RAM, [MIG_MSG_POSTCOPY_RUN] = MIG_RX_END,
 	};
+	bool pc_push;
 	uint64_t first, n;
 	int ret;
 
@@ -652,13 +753,17 @@ int mig_rx_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len, s
 
 		return qerr_set(e, err, "the source gave up: %s", text);
 	}
-	if (type == MIG_MSG_POSTCOPY_RUN)
+	if ((type == MIG_MSG_POSTCOPY_RUN || type == MIG_MSG_DISCARD) &&
+	    !(rx->features & MIG_F_POSTCOPY))
 		return qerr_set(e, EPROTO, "message %s, but post-copy was not negotiated",
 				mig_msg_name(type));
 	if (rx->phase == MIG_RX_HELLO && type != MIG_MSG_HELLO)
 		return qerr_set(e, EBADMSG, "not a qlite migration stream (it starts with %s)",
 				mig_msg_name(type));
-	if (want_phase[type] != rx->phase)
+	/* Post-copy's background push: pages, zero runs, then END. */
+	pc_push = rx->phase == MIG_RX_POSTCOPY &&
+		  (type == MIG_MSG_PAGES || type == MIG_MSG_ZERO || type == MIG_MSG_END);
+	if (want_phase[type] != rx->phase && !pc_push)
 		return qerr_set(e, EPROTO, "message %s out of order (during %s)",
 				mig_msg_name(type), mig_rx_phase_name(rx->phase));
 	switch (type) {
@@ -678,39 +783,94 @@ int mig_rx_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len, s
 		rx->rounds++;
 		return 0;
 	case MIG_MSG_PAGES:
-		first = get_u64(p);
-		n = get_u32(p + 8);
-		if (n > MIG_RUN_MAX || len != MIG_PAGES_HDR + n * MIG_PAGE)
-			return qerr_set(e, EBADMSG, "PAGES says %llu pages in %zu bytes",
-					(unsigned long long)n, len);
-		ret = rx_range(rx, "PAGES", first, n, e);
-		if (!ret)
-			ret = rx->ops->pages(rx->opaque, first, n, p + MIG_PAGES_HDR, e);
-		if (!ret)
-			rx->pages_data += n;
-		return ret;
+		return rx_pages(rx, p, len, e);
 	case MIG_MSG_ZERO:
+		return rx_zero(rx, p, e);
+	case MIG_MSG_DISCARD:
 		first = get_u64(p);
 		n = get_u64(p + 8);
-		ret = rx_range(rx, "ZERO", first, n, e);
+		ret = rx_range(rx, "DISCARD", first, n, e);
 		if (!ret)
-			ret = rx->ops->pages(rx->opaque, first, n, NULL, e);
+			ret = rx->ops->discard
+				      ? rx->ops->discard(rx->opaque, first, n, e)
+				      : qerr_set(e, ENOTSUP, "DISCARD: not supported here");
 		if (!ret)
-			rx->pages_zero += n;
+			rx->pages_discarded += n;
 		return ret;
 	case MIG_MSG_STATE:
 		return rx_state(rx, p, len, e);
 	case MIG_MSG_END:
+		if (rx->phase == MIG_RX_POSTCOPY) {
+			/* Everything pushed: nothing may be left to come. */
+			if (get_u32(p))
+				return qerr_set(e, EPROTO, "END after post-copy has flags 0x%x",
+						get_u32(p));
+			rx->phase = MIG_RX_DONE;
+			return 0;
+		}
 		if (get_u32(p) & ~MIG_END_RUN)
 			return qerr_set(e, EPROTO, "END has unknown flags 0x%x", get_u32(p));
 		rx->run = get_u32(p) & MIG_END_RUN;
 		rx->phase = MIG_RX_GO;
 		return 0;
+	case MIG_MSG_POSTCOPY_RUN:
+		return rx_pcrun(rx, p, e);
 	case MIG_MSG_GO:
-		rx->phase = MIG_RX_DONE;
+		if (rx->postcopy) {
+			rx->phase = MIG_RX_POSTCOPY;
+		} else {
+			rx->phase = MIG_RX_DONE;
+		}
 		return 0;
 	}
 	return qerr_set(e, EPROTO, "unexpected message %s", mig_msg_name(type));
+}
+
+int mig_rx_urgent_hello(const struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr *e)
+{
+	struct mig_hello h;
+	int ret = mig_hello_decode(p, len, &h, e);
+
+	if (ret)
+		return ret;
+	if (h.channel != MIG_CH_URGENT)
+		return qerr_set(e, EPROTO,
+				"a second connection for channel %u: only the urgent "
+				"channel (%u) may join a migration",
+				h.channel, MIG_CH_URGENT);
+	if (!(rx->features & MIG_F_POSTCOPY))
+		return qerr_set(e, EPROTO, "an urgent channel, but post-copy was not negotiated");
+	if (memcmp(h.session, rx->hello.session, MIG_SESSION_LEN))
+		return qerr_set(e, EPROTO,
+				"an urgent channel for another migration (session "
+				"differs)");
+	if (h.vmin > rx->version || h.vmax < rx->version || h.page_size != MIG_PAGE ||
+	    h.ram_pages != rx->hello.ram_pages || h.features != rx->hello.features)
+		return qerr_set(e, EPROTO,
+				"the urgent channel's HELLO disagrees with the main "
+				"channel's (versions, page size, RAM or features)");
+	return 0;
+}
+
+int mig_rx_urgent_msg(struct mig_rx *rx, uint32_t type, const uint8_t *p, size_t len,
+		      struct qerr *e)
+{
+	int ret = mig_check_hdr(type, (uint32_t)MIN(len, (size_t)UINT32_MAX), true, e);
+
+	if (ret)
+		return ret;
+	if (type == MIG_MSG_ERROR) {
+		char text[MIG_MAX_ERROR + 1];
+		int err = mig_error_decode(p, len, text, sizeof(text));
+
+		return qerr_set(e, err, "the source gave up: %s", text);
+	}
+	if (type != MIG_MSG_PAGES)
+		return qerr_set(e, EPROTO, "message %s on the urgent channel: only PAGES may come",
+				mig_msg_name(type));
+	if (!rx->urgent_open)
+		return qerr_set(e, EPROTO, "PAGES on the urgent channel before post-copy");
+	return rx_pages(rx, p, len, e);
 }
 
 /* ---- worker <-> main thread ---- */

@@ -19,17 +19,21 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "mig_internal.h"
 #include "qlite/mem.h"
+#include "qlite/uffd.h"
 #include "qlite/virtio.h"
 #include "qlite/vm.h"
 
 #define HELLO_TIMEOUT_MS 30000 /* from connection to HELLO */
 #define GO_TIMEOUT_MS 60000    /* from READY to GO */
 #define DRAIN_MS 2000	       /* after an ERROR: let it reach the source before closing */
+#define STAGE_MAX 4096	       /* pushed pages waiting for placement: 16 MiB, then the push waits */
+#define WAIT_TICK_NS 100000000LL
 
 struct mig_in {
 	struct mig_uri uri;
@@ -48,7 +52,37 @@ struct mig_in {
 	struct qerr err;
 	uint64_t start_ns, conn_ns;
 	_Atomic uint64_t end_ns;
+
+	/*
+	 * Post-copy. Missing pages are filled by the uffd engine: a fault's
+	 * fill() takes the page if it arrived, else sends PAGE_REQUEST on the
+	 * urgent channel and waits; pushed pages are staged as they arrive and
+	 * the engine's prefetch places them in arrival order (prefetch_next).
+	 */
+	_Atomic bool pc_ok; /* negotiated: a second connection may be the urgent channel */
+	struct mig_conn uconn;
+	_Atomic int usock;
+	pthread_t uthread;
+	bool uthread_started;
+	struct uffd_lazy *lazy;
+	unsigned long *missing; /* pages DISCARD named: the engine's DATA pages */
+	bool nohuge;		/* MADV_NOHUGEPAGE done */
+	pthread_mutex_t pc_lock;
+	pthread_cond_t pc_cond;
+	pthread_mutex_t usend_lock; /* PAGE_REQUEST senders */
+	uint8_t **stage;	    /* per page: arrived, not placed yet */
+	uint64_t nstaged;
+	uint64_t *queue; /* arrival order */
+	uint64_t qcap, qhead, qlen;
+	unsigned long *requested; /* a fill asked for it and has not taken it yet */
+	bool urgent_ready, pushed_all, pc_stop;
+	int pc_err;
+	_Atomic uint64_t pc_requests, pc_waited, pc_pushed;
+	struct uffd_lazy_stats lazy_st;
+	bool have_lazy_st;
 };
+
+static uint8_t staged_zero[MIG_PAGE] __attribute__((aligned(MIG_PAGE)));
 
 static void set_status(struct mig_in *m, enum mig_status s)
 {
@@ -68,6 +102,9 @@ static int on_config(void *opaque, const struct vm_config *cfg, struct qerr *e)
 	return mig_sync_call(&m->sync, MIG_EV_BUILD, e);
 }
 
+static int pc_stage(struct mig_in *m, uint64_t first, uint64_t n, const uint8_t *data,
+		    struct qerr *e);
+
 static int on_pages(void *opaque, uint64_t first, uint64_t n, const uint8_t *data, struct qerr *e)
 {
 	struct mig_in *m = opaque;
@@ -78,6 +115,8 @@ static int on_pages(void *opaque, uint64_t first, uint64_t n, const uint8_t *dat
 	if (first + n > mem->ram_size / MIG_PAGE) /* the state machine checked; the VM agrees */
 		return qerr_set(e, ERANGE, "pages %llu..+%llu are beyond guest RAM",
 				(unsigned long long)first, (unsigned long long)n);
+	if (m->rx.postcopy) /* registered memory: the engine places them */
+		return pc_stage(m, first, n, data, e);
 	if (data) {
 		memcpy(dst, data, n * MIG_PAGE);
 		return 0;
@@ -93,9 +132,316 @@ static int on_pages(void *opaque, uint64_t first, uint64_t n, const uint8_t *dat
 	return 0;
 }
 
+/* ---- post-copy (worker, urgent thread and the uffd engine's threads) ---- */
+
+static void pc_timed_wait(struct mig_in *m)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += WAIT_TICK_NS;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_cond_timedwait(&m->pc_cond, &m->pc_lock, &ts);
+}
+
+/* Give up waiting for pages (the connection broke, or we are stopping). */
+static void pc_fail(struct mig_in *m, int err)
+{
+	pthread_mutex_lock(&m->pc_lock);
+	if (!m->pc_err)
+		m->pc_err = err;
+	pthread_cond_broadcast(&m->pc_cond);
+	pthread_mutex_unlock(&m->pc_lock);
+}
+
+static enum uffd_page_kind pc_kind(void *opaque, uint64_t page)
+{
+	struct mig_in *m = opaque;
+
+	return mig_bit_test(m->missing, page) ? UFFD_PAGE_DATA : UFFD_PAGE_ZERO;
+}
+
+static void unstage(struct mig_in *m, uint64_t page)
+{
+	if (m->stage[page] != staged_zero)
+		free(m->stage[page]);
+	m->stage[page] = NULL;
+	m->nstaged--;
+	pthread_cond_broadcast(&m->pc_cond);
+}
+
+static int pc_fill(void *opaque, uint64_t page, void *dst)
+{
+	struct mig_in *m = opaque;
+	bool waited = false;
+	int ret = 0;
+
+	pthread_mutex_lock(&m->pc_lock);
+	while (!m->stage[page] && !m->pc_err) {
+		if (!waited) {
+			waited = true;
+			m->pc_waited++;
+		}
+		if (!mig_bit_test(m->requested, page) && m->urgent_ready) {
+			uint8_t req[MIG_PAGE_REQ_LEN];
+			struct qerr e = {0};
+
+			mig_bit_set(m->requested, page);
+			pthread_mutex_unlock(&m->pc_lock);
+			mig_page_req_encode(page, 1, req);
+			pthread_mutex_lock(&m->usend_lock);
+			ret = mig_send(&m->uconn, MIG_MSG_PAGE_REQUEST, req, sizeof(req), NULL, 0,
+				       &e);
+			pthread_mutex_unlock(&m->usend_lock);
+			m->pc_requests++;
+			if (ret) {
+				log_msg("migration: cannot request page %llu: %s",
+					(unsigned long long)page, e.msg);
+				pc_fail(m, ret);
+			}
+			pthread_mutex_lock(&m->pc_lock);
+			continue;
+		}
+		pc_timed_wait(m);
+	}
+	if (m->stage[page]) {
+		memcpy(dst, m->stage[page], MIG_PAGE);
+		unstage(m, page);
+		/* Answered: pc_next() may drop a later copy of it. */
+		m->requested[page / MIG_BITS] &= ~(1UL << (page % MIG_BITS));
+		ret = 0;
+	} else {
+		ret = m->pc_err ? m->pc_err : -ECONNRESET;
+	}
+	pthread_mutex_unlock(&m->pc_lock);
+	return ret;
+}
+
+/* Arrival order; UINT64_MAX once everything pushed was taken (the engine sweeps the rest). */
+static uint64_t pc_next(void *opaque, uint64_t prev, uint64_t last_fault)
+{
+	struct mig_in *m = opaque;
+	uint64_t page = UINT64_MAX;
+
+	(void)last_fault; /* the source pivots on requests itself */
+	pthread_mutex_lock(&m->pc_lock);
+	/*
+	 * Skipped by the engine: present already (drop the copy), or being
+	 * filled by a fault; if that fill asked for it, this is its answer:
+	 * keep it (a fill that did not ask yet will, and get it again).
+	 */
+	if (prev < m->rx.npages && m->stage[prev] && !mig_bit_test(m->requested, prev))
+		unstage(m, prev);
+	while (!m->qlen && !m->pushed_all && !m->pc_err && !m->pc_stop)
+		pc_timed_wait(m);
+	if (m->qlen) {
+		page = m->queue[m->qhead];
+		m->qhead = (m->qhead + 1) % m->qcap;
+		m->qlen--;
+	}
+	pthread_mutex_unlock(&m->pc_lock);
+	return page;
+}
+
+/* A page arrived (pushed, or an answer): stage it for the engine. */
+static int pc_stage(struct mig_in *m, uint64_t first, uint64_t n, const uint8_t *data,
+		    struct qerr *e)
+{
+	bool push = pthread_equal(pthread_self(), m->thread);
+
+	pthread_mutex_lock(&m->pc_lock);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t page = first + i;
+
+		/* Only pages we lack; a placed one is never written over. */
+		if (!mig_bit_test(m->missing, page) || m->stage[page])
+			continue;
+		while (push && m->nstaged >= STAGE_MAX && !m->pc_err && !m->pc_stop)
+			pc_timed_wait(m);
+		if (data) {
+			m->stage[page] = malloc(MIG_PAGE);
+			if (!m->stage[page]) {
+				pthread_mutex_unlock(&m->pc_lock);
+				return qerr_set(e, ENOMEM, "out of memory for arriving pages");
+			}
+			memcpy(m->stage[page], data + i * MIG_PAGE, MIG_PAGE);
+		} else {
+			m->stage[page] = staged_zero;
+		}
+		m->nstaged++;
+		if (push)
+			m->pc_pushed++;
+		if (m->qlen < m->qcap) {
+			m->queue[(m->qhead + m->qlen) % m->qcap] = page;
+			m->qlen++;
+		}
+	}
+	pthread_cond_broadcast(&m->pc_cond);
+	pthread_mutex_unlock(&m->pc_lock);
+	return 0;
+}
+
+static int pc_alloc(struct mig_in *m, struct qerr *e)
+{
+	uint64_t np = m->rx.npages;
+
+	if (m->missing)
+		return 0;
+	m->missing = calloc(mig_bitmap_words(np), sizeof(unsigned long));
+	m->requested = calloc(mig_bitmap_words(np), sizeof(unsigned long));
+	m->stage = calloc(np, sizeof(*m->stage));
+	m->qcap = 2 * np + 16;
+	m->queue = calloc(m->qcap, sizeof(*m->queue));
+	if (!m->missing || !m->requested || !m->stage || !m->queue)
+		return qerr_set(e, ENOMEM, "out of memory for post-copy");
+	return 0;
+}
+
+/* Drop [first, first + n) so it faults: its content changed on the source. */
+static int on_discard(void *opaque, uint64_t first, uint64_t n, struct qerr *e)
+{
+	struct mig_in *m = opaque;
+	struct guest_mem *mem = &m->vm->mem;
+	uint8_t *dst = mem->base + first * MIG_PAGE;
+	int ret = pc_alloc(m, e);
+
+	if (ret)
+		return ret;
+	if (first + n > mem->ram_size / MIG_PAGE)
+		return qerr_set(e, ERANGE, "pages %llu..+%llu are beyond guest RAM",
+				(unsigned long long)first, (unsigned long long)n);
+	/* Or a write nearby, or khugepaged, populates the dropped pages again as zero. */
+	if (!m->nohuge) {
+		if (madvise(mem->base, mem->ram_size, MADV_NOHUGEPAGE) < 0 && errno != EINVAL)
+			return qerr_set(e, errno, "madvise(MADV_NOHUGEPAGE): %s", strerror(errno));
+		m->nohuge = true;
+	}
+	if (mem->backend == MEM_BACKEND_MEMFD)
+		ret = fallocate(mem->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				(off_t)(first * MIG_PAGE), (off_t)(n * MIG_PAGE));
+	else
+		ret = madvise(dst, n * MIG_PAGE, MADV_DONTNEED);
+	if (ret < 0)
+		return qerr_set(e, errno, "cannot drop pages %llu..+%llu: %s",
+				(unsigned long long)first, (unsigned long long)n, strerror(errno));
+	for (uint64_t p = first; p < first + n; p++)
+		mig_bit_set(m->missing, p);
+	return 0;
+}
+
+/* POSTCOPY_RUN: guest RAM faults from now on; what pre-copy placed stays. */
+static int pc_start_lazy(struct mig_in *m, struct qerr *e)
+{
+	struct uffd_source src = {
+		.kind = pc_kind,
+		.fill = pc_fill,
+		.prefetch_next = pc_next,
+		.opaque = m,
+		.run_pages = 1, /* only the arrived page: its neighbours may not be there yet */
+		.keep_present = true,
+	};
+	int ret = pc_alloc(m, e);
+
+	if (!ret && !m->nohuge) {
+		madvise(m->vm->mem.base, m->vm->mem.ram_size, MADV_NOHUGEPAGE);
+		m->nohuge = true;
+	}
+	if (!ret)
+		ret = uffd_lazy_start(&m->vm->mem, &src, &m->lazy, e);
+	return ret;
+}
+
+/* Stop the engine and anything waiting for pages (the VM must not run on). */
+static void pc_teardown(struct mig_in *m)
+{
+	pthread_mutex_lock(&m->pc_lock);
+	m->pc_stop = true;
+	if (!m->pc_err)
+		m->pc_err = -ECANCELED;
+	pthread_cond_broadcast(&m->pc_cond);
+	pthread_mutex_unlock(&m->pc_lock);
+	if (m->lazy) {
+		uffd_lazy_stats(m->lazy, &m->lazy_st);
+		m->have_lazy_st = true;
+		uffd_lazy_destroy(m->lazy);
+		m->lazy = NULL;
+	}
+	if (m->uthread_started) {
+		if (m->usock >= 0)
+			shutdown(m->usock, SHUT_RDWR);
+		pthread_join(m->uthread, NULL);
+		m->uthread_started = false;
+	}
+	if (m->stage)
+		for (uint64_t p = 0; p < m->rx.npages; p++)
+			if (m->stage[p] && m->stage[p] != staged_zero)
+				free(m->stage[p]);
+	free(m->stage);
+	m->stage = NULL;
+	free(m->queue);
+	m->queue = NULL;
+	free(m->missing);
+	m->missing = NULL;
+	free(m->requested);
+	m->requested = NULL;
+}
+
+/* The urgent channel: its HELLO, then answers to our requests. */
+static void *urgent_main(void *opaque)
+{
+	struct mig_in *m = opaque;
+	struct qerr e = {0};
+	uint32_t type, len;
+	int ret;
+
+	pthread_setname_np(pthread_self(), "mig-urgent");
+	ret = mig_recv(&m->uconn, &type, &len, HELLO_TIMEOUT_MS, &e);
+	if (!ret && type != MIG_MSG_HELLO)
+		ret = qerr_set(&e, EPROTO, "the urgent channel starts with %s", mig_msg_name(type));
+	if (!ret)
+		ret = mig_rx_urgent_hello(&m->rx, m->uconn.buf, len, &e);
+	if (!ret) {
+		struct sbuf b;
+
+		sbuf_init(&b);
+		mig_ack_encode(m->rx.version, MIG_F_POSTCOPY, &b);
+		ret = sbuf_status(&b)
+			      ? qerr_set(&e, ENOMEM, "out of memory")
+			      : mig_send(&m->uconn, MIG_MSG_HELLO_ACK, b.data, b.len, NULL, 0, &e);
+		sbuf_free(&b);
+	}
+	if (ret) {
+		log_msg("migration: urgent channel refused: %s", e.msg);
+		mig_send_error(&m->uconn, -ret, e.msg);
+		return NULL;
+	}
+	pthread_mutex_lock(&m->pc_lock);
+	m->urgent_ready = true;
+	pthread_cond_broadcast(&m->pc_cond);
+	pthread_mutex_unlock(&m->pc_lock);
+	for (;;) {
+		ret = mig_recv(&m->uconn, &type, &len, -1, &e);
+		if (!ret)
+			ret = mig_rx_urgent_msg(&m->rx, type, m->uconn.buf, len, &e);
+		if (ret)
+			break;
+	}
+	/* Closed by us at the end, or broken: a fault waiting for an answer fails. */
+	pthread_mutex_lock(&m->pc_lock);
+	if (!m->pc_stop)
+		log_msg("migration: the urgent channel ended: %s", e.msg);
+	pthread_mutex_unlock(&m->pc_lock);
+	pc_fail(m, ret);
+	return NULL;
+}
+
 static const struct mig_rx_ops rx_ops = {
 	.config = on_config,
 	.pages = on_pages,
+	.discard = on_discard,
 };
 
 /* ---- the worker ---- */
@@ -164,10 +510,34 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 			sbuf_free(&b);
 			if (ret)
 				return ret;
+			m->pc_ok = rx->features & MIG_F_POSTCOPY;
 			set_status(m, MIG_STATUS_ACTIVE);
 			break;
 		}
+		case MIG_MSG_POSTCOPY_RUN:
+			/* Before the state loads: loading may touch missing pages. */
+			ret = pc_start_lazy(m, e);
+			if (!ret)
+				ret = mig_sync_call(&m->sync, MIG_EV_APPLY, e);
+			if (!ret)
+				ret = mig_send(&m->conn, MIG_MSG_READY, NULL, 0, NULL, 0, e);
+			if (ret)
+				return ret;
+			break;
 		case MIG_MSG_END:
+			if (rx->postcopy) {
+				/* Everything was pushed: the engine places the rest, then done. */
+				pthread_mutex_lock(&m->pc_lock);
+				m->pushed_all = true;
+				pthread_cond_broadcast(&m->pc_cond);
+				pthread_mutex_unlock(&m->pc_lock);
+				ret = uffd_lazy_finish(m->lazy, e);
+				if (ret)
+					return ret;
+				uffd_lazy_stats(m->lazy, &m->lazy_st);
+				m->have_lazy_st = true;
+				return 0;
+			}
 			ret = mig_sync_call(&m->sync, MIG_EV_APPLY, e);
 			if (!ret)
 				ret = mig_send(&m->conn, MIG_MSG_READY, NULL, 0, NULL, 0, e);
@@ -184,7 +554,10 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 				log_msg("migration: the VM runs here, but the source was not told: "
 					"%s",
 					re.msg);
-			return 0;
+			if (!rx->postcopy)
+				return 0;
+			set_status(m, MIG_STATUS_POSTCOPY_ACTIVE);
+			break;
 		}
 	}
 }
@@ -195,13 +568,26 @@ static void *worker(void *opaque)
 	int ret;
 
 	ret = run_incoming(m, &m->err);
-	if (ret && !m->started) {
+	if (ret && (!m->started || m->rx.postcopy)) {
 		if (!mig_sync_cancelled(&m->sync)) {
 			mig_send_error(&m->conn, -ret, m->err.msg);
 			drain(&m->conn);
 		}
 	}
-	m->result = m->started ? 0 : ret;
+	if (m->rx.postcopy) {
+		/*
+		 * Done (every page placed: closing the urgent channel and then the
+		 * main one tells the source), or failed: the guest cannot go on
+		 * without its pages; it stays stuck on them until the VM goes.
+		 */
+		if (ret)
+			pc_fail(m, ret);
+		else
+			pc_teardown(m);
+		m->result = ret;
+	} else {
+		m->result = m->started ? 0 : ret;
+	}
 	m->end_ns = time_now_ns();
 	mig_sync_end(&m->sync);
 	return NULL;
@@ -312,17 +698,35 @@ static int take_fd(struct mig_in *m, struct qerr *e)
 	return start_worker(m, fd, e);
 }
 
+/* Post-copy needs userfaultfd that handles kernel faults (KVM's, io_uring's). */
+static bool uffd_usable(void)
+{
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+
+	if (fd >= 0) {
+		close(fd);
+		return true;
+	}
+	return errno == EPERM && access("/dev/userfaultfd", R_OK | W_OK) == 0;
+}
+
 void mig_in_free(struct mig_in *m)
 {
 	if (!m)
 		return;
 	if (m->thread_started) {
 		mig_sync_cancel(&m->sync);
+		pc_fail(m, -ECANCELED); /* a fill the worker waits behind */
 		if (m->sock >= 0)
 			shutdown(m->sock, SHUT_RDWR);
 		pthread_join(m->thread, NULL);
 	}
+	pc_teardown(m);
 	mig_conn_free(&m->conn);
+	mig_conn_free(&m->uconn);
+	pthread_mutex_destroy(&m->pc_lock);
+	pthread_cond_destroy(&m->pc_cond);
+	pthread_mutex_destroy(&m->usend_lock);
 	if (m->listen_fd >= 0)
 		close(m->listen_fd);
 	if (m->unlink_path) {
@@ -344,9 +748,16 @@ int mig_in_start(const char *uri, struct mig_in **out, struct qerr *e)
 	m->listen_fd = -1;
 	m->sock = -1;
 	m->conn.fd = -1;
+	m->usock = -1;
+	m->uconn.fd = -1;
 	m->sync.efd = -1;
 	m->start_ns = time_now_ns();
+	pthread_mutex_init(&m->pc_lock, NULL);
+	pthread_cond_init(&m->pc_cond, NULL);
+	pthread_mutex_init(&m->usend_lock, NULL);
 	mig_rx_init(&m->rx, &rx_ops, m);
+	if (uffd_usable())
+		m->rx.supported = MIG_F_POSTCOPY;
 	ret = mig_uri_parse(uri, &m->uri, e);
 	if (!ret)
 		ret = mig_sync_init(&m->sync, e);
@@ -386,8 +797,21 @@ int mig_in_accept(struct mig_in *m, struct qerr *e)
 		return errno == EAGAIN || errno == EINTR
 			       ? 0
 			       : qerr_set(e, errno, "accept: %s", strerror(errno));
+	if (m->thread_started && m->pc_ok && !m->uthread_started) {
+		/* Post-copy's urgent channel (its HELLO says; the thread checks). */
+		mig_sock_tcp_options(fd);
+		mig_conn_init(&m->uconn, fd, true);
+		m->usock = fd;
+		if (pthread_create(&m->uthread, NULL, urgent_main, m)) {
+			mig_conn_free(&m->uconn);
+			m->usock = -1;
+			return qerr_set(e, EAGAIN, "cannot start the urgent channel's thread");
+		}
+		m->uthread_started = true;
+		return 0;
+	}
 	if (m->thread_started) {
-		/* One migration per destination; a second channel would be post-copy's. */
+		/* One migration per destination, and one urgent channel. */
 		struct mig_conn c;
 
 		mig_conn_init(&c, fd, true);
@@ -489,6 +913,16 @@ void mig_in_stats(struct mig_in *m, struct mig_stats *st)
 	st->duplicate = m->rx.pages_zero;
 	st->dirty_sync_count = m->rx.rounds;
 	st->total_ns = m->conn_ns ? (end ? end : time_now_ns()) - m->conn_ns : 0;
+	st->transferred += m->uconn.rx_bytes;
+	st->postcopy = m->rx.postcopy;
+	st->postcopy_requests = m->pc_requests;
+	st->pages_pushed = m->pc_pushed;
+	st->faults_waited = m->pc_waited;
+	if (m->have_lazy_st) {
+		st->faults = m->lazy_st.faults;
+		st->fault_p50_ns = m->lazy_st.fault_p50_ns;
+		st->fault_p99_ns = m->lazy_st.fault_p99_ns;
+	}
 }
 
 int mig_in_finish(struct mig_in *m, struct mig_stats *st, struct qerr *e)
@@ -503,6 +937,7 @@ int mig_in_finish(struct mig_in *m, struct mig_stats *st, struct qerr *e)
 		pthread_mutex_unlock(&m->sync.lock);
 		if (!ended) {
 			mig_sync_cancel(&m->sync);
+			pc_fail(m, -ECANCELED);
 			if (m->sock >= 0)
 				shutdown(m->sock, SHUT_RDWR);
 		}

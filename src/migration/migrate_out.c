@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "mig_internal.h"
+#include "prepage.h"
 #include "qlite/mem.h"
 #include "qlite/sbuf.h"
 #include "qlite/stream.h"
@@ -34,6 +35,8 @@
 #define ACK_TIMEOUT_MS 30000	      /* HELLO_ACK, READY, RUNNING */
 #define READY_TIMEOUT_MS 60000	      /* the destination loads the state first */
 #define THROTTLE_SLICE_NS 20000000ULL /* sleep at most this long between cancel checks */
+#define PUSH_RUN 16u /* pages per post-copy push: small, so a new fault pivot acts soon */
+#define PC_DONE_TIMEOUT_MS 60000 /* after END: the destination places the last pages */
 
 struct mig_out {
 	struct vm *vm;
@@ -76,6 +79,20 @@ struct mig_out {
 
 	/* Bandwidth limit. */
 	uint64_t win_start_ns, win_bytes;
+
+	/* Post-copy. */
+	bool pc_negotiated;	 /* the destination accepted MIG_F_POSTCOPY */
+	_Atomic bool pc_request; /* migrate-start-postcopy */
+	struct mig_conn uconn;	 /* the urgent channel: requests in, answers out */
+	_Atomic int usock;
+	pthread_t uthread;
+	bool uthread_started;
+	pthread_mutex_t pc_lock; /* pp (and the synced bits it holds) */
+	struct mig_prepage pp;
+	int uresult;
+	struct qerr uerr;
+	uint64_t pc_tx_start;
+	_Atomic uint64_t pc_requests, pc_pushed;
 };
 
 static const uint8_t zero_page[MIG_PAGE];
@@ -91,8 +108,8 @@ static void set_status(struct mig_out *j, enum mig_status s)
 /* ---- connecting ---- */
 
 /* Non-blocking connect, waited for in slices so a cancel is noticed. */
-static int connect_one(struct mig_out *j, int family, const struct sockaddr *sa, socklen_t len,
-		       int *out)
+static int connect_one(struct mig_out *j, _Atomic int *sockp, int family, const struct sockaddr *sa,
+		       socklen_t len, int *out)
 {
 	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), err = 0;
 	socklen_t elen = sizeof(err);
@@ -100,7 +117,7 @@ static int connect_one(struct mig_out *j, int family, const struct sockaddr *sa,
 
 	if (fd < 0)
 		return -errno;
-	j->sock = fd;
+	*sockp = fd;
 	if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
 		err = errno;
 		goto fail;
@@ -133,12 +150,13 @@ static int connect_one(struct mig_out *j, int family, const struct sockaddr *sa,
 	*out = fd;
 	return 0;
 fail:
-	j->sock = -1;
+	*sockp = -1;
 	close(fd);
 	return -err;
 }
 
-static int out_connect(struct mig_out *j, struct qerr *e)
+/* @c on @sockp (the main or the urgent channel's). */
+static int out_connect(struct mig_out *j, struct mig_conn *c, _Atomic int *sockp, struct qerr *e)
 {
 	int fd = -1, ret;
 
@@ -146,14 +164,14 @@ static int out_connect(struct mig_out *j, struct qerr *e)
 	case MIG_URI_FD:
 		fd = j->uri.fd;
 		j->uri.fd = -1; /* the connection owns it now */
-		j->sock = fd;
+		*sockp = fd;
 		mig_sock_tcp_options(fd);
 		break;
 	case MIG_URI_UNIX: {
 		struct sockaddr_un sa = {.sun_family = AF_UNIX};
 
 		memcpy(sa.sun_path, j->uri.path, sizeof(j->uri.path));
-		ret = connect_one(j, AF_UNIX, (struct sockaddr *)&sa, sizeof(sa), &fd);
+		ret = connect_one(j, sockp, AF_UNIX, (struct sockaddr *)&sa, sizeof(sa), &fd);
 		if (ret)
 			return qerr_set(e, -ret, "cannot connect to %s: %s", j->uri.path,
 					strerror(-ret));
@@ -169,7 +187,8 @@ static int out_connect(struct mig_out *j, struct qerr *e)
 					gai_strerror(ret));
 		ret = -EHOSTUNREACH;
 		for (ai = res; ai && ret; ai = ai->ai_next)
-			ret = connect_one(j, ai->ai_family, ai->ai_addr, ai->ai_addrlen, &fd);
+			ret = connect_one(j, sockp, ai->ai_family, ai->ai_addr, ai->ai_addrlen,
+					  &fd);
 		freeaddrinfo(res);
 		if (ret)
 			return qerr_set(e, -ret, "cannot connect to %s:%s: %s", j->uri.host,
@@ -178,7 +197,7 @@ static int out_connect(struct mig_out *j, struct qerr *e)
 		break;
 	}
 	}
-	mig_conn_init(&j->conn, fd, false);
+	mig_conn_init(c, fd, false);
 	if (mig_sync_cancelled(&j->sync))
 		return qerr_set(e, ECANCELED, "cancelled");
 	return 0;
@@ -495,6 +514,7 @@ static int handshake(struct mig_out *j, struct qerr *e)
 		return qerr_set(e, EPROTO,
 				"the destination accepted features 0x%llx it was not offered",
 				(unsigned long long)features);
+	j->pc_negotiated = features & MIG_F_POSTCOPY;
 	/* CONFIG: the VM section alone, as a state stream of its own. */
 	fd = memfd_create("qlite-mig-config", MFD_CLOEXEC);
 	if (fd < 0)
@@ -566,7 +586,7 @@ static void update_estimates(struct mig_out *j, uint64_t dirty, uint64_t round_n
 	j->expected_downtime_ns = (uint64_t)((double)dirty * MIG_PAGE * 1e9 / (double)bw);
 }
 
-static int precopy(struct mig_out *j, uint32_t *round, struct qerr *e)
+static int precopy(struct mig_out *j, uint32_t *round, bool *pc, struct qerr *e)
 {
 	uint64_t t0 = time_now_ns();
 	int ret = round0(j, e);
@@ -574,6 +594,15 @@ static int precopy(struct mig_out *j, uint32_t *round, struct qerr *e)
 	while (!ret) {
 		uint64_t n, now;
 
+		/* After round 0 at least: post-copy then starts from every populated page. */
+		if (j->pc_request) {
+			if (!j->pc_negotiated)
+				return qerr_set(e, EOPNOTSUPP,
+						"post-copy was requested, but the destination does "
+						"not support it");
+			*pc = true;
+			return 0;
+		}
 		ret = collect_dirty(j, false, e);
 		if (ret)
 			break;
@@ -658,23 +687,320 @@ static int switchover(struct mig_out *j, uint32_t round, struct qerr *e)
 	return 0;
 }
 
+/* ---- post-copy ---- */
+
+static int pages_msg_send(struct mig_conn *c, uint64_t first, uint64_t n, const uint8_t *data,
+			  struct qerr *e)
+{
+	uint8_t hdr[MIG_PAGES_HDR];
+
+	for (int i = 0; i < 8; i++)
+		hdr[i] = (uint8_t)(first >> (8 * i));
+	for (int i = 0; i < 4; i++)
+		hdr[8 + i] = (uint8_t)(n >> (8 * i));
+	return mig_send(c, MIG_MSG_PAGES, hdr, sizeof(hdr), data, n * MIG_PAGE, e);
+}
+
+/* The urgent channel: a HELLO naming channel 1 and this session, and its HELLO_ACK. */
+static int urgent_connect(struct mig_out *j, struct qerr *e)
+{
+	struct mig_hello h = {
+		.vmin = MIG_VERSION_MIN,
+		.vmax = MIG_VERSION_MAX,
+		.features = MIG_F_POSTCOPY,
+		.channel = MIG_CH_URGENT,
+		.page_size = MIG_PAGE,
+		.ram_pages = j->npages,
+	};
+	struct sbuf b;
+	uint32_t type, len, version;
+	uint64_t features;
+	int ret;
+
+	ret = out_connect(j, &j->uconn, &j->usock, e);
+	if (ret)
+		return qerr_set(e, -ret, "the urgent channel: %s", e->msg);
+	memcpy(h.session, j->session, MIG_SESSION_LEN);
+	sbuf_init(&b);
+	mig_hello_encode(&h, &b);
+	ret = sbuf_status(&b) ? qerr_set(e, ENOMEM, "out of memory")
+			      : mig_send(&j->uconn, MIG_MSG_HELLO, b.data, b.len, NULL, 0, e);
+	sbuf_free(&b);
+	if (!ret)
+		ret = mig_recv(&j->uconn, &type, &len, ACK_TIMEOUT_MS, e);
+	if (ret)
+		return qerr_set(e, -ret, "the urgent channel: %s", e->msg);
+	if (type == MIG_MSG_ERROR) {
+		char text[MIG_MAX_ERROR + 1];
+		int err = mig_error_decode(j->uconn.buf, len, text, sizeof(text));
+
+		return qerr_set(e, err, "the destination refused the urgent channel: %s", text);
+	}
+	if (type != MIG_MSG_HELLO_ACK)
+		return qerr_set(e, EPROTO, "the destination sent %s on the urgent channel",
+				mig_msg_name(type));
+	ret = mig_ack_decode(j->uconn.buf, len, &version, &features, e);
+	if (!ret && !(features & MIG_F_POSTCOPY))
+		ret = qerr_set(e, EPROTO, "the urgent channel's HELLO_ACK lacks post-copy");
+	return ret;
+}
+
+/*
+ * The urgent channel's thread: each PAGE_REQUEST is answered at once with
+ * the pages (the VM is paused here: they are final), ahead of the push on
+ * the main channel, and becomes the push's newest pivot. Ends when the
+ * destination closes the channel (it has every page) or it breaks.
+ */
+static void *urgent_main(void *opaque)
+{
+	struct mig_out *j = opaque;
+	struct qerr *e = &j->uerr;
+	int ret;
+
+	pthread_setname_np(pthread_self(), "mig-urgent");
+	for (;;) {
+		uint32_t type, len, n;
+		uint64_t first;
+
+		ret = mig_recv(&j->uconn, &type, &len, -1, e);
+		if (ret == -ECONNRESET) {
+			ret = 0; /* closed at a message boundary: done */
+			break;
+		}
+		if (ret)
+			break;
+		if (type == MIG_MSG_ERROR) {
+			char text[MIG_MAX_ERROR + 1];
+			int err = mig_error_decode(j->uconn.buf, len, text, sizeof(text));
+
+			ret = qerr_set(e, err, "the destination failed: %s", text);
+			break;
+		}
+		if (type != MIG_MSG_PAGE_REQUEST) {
+			ret = qerr_set(e, EPROTO, "the destination sent %s on the urgent channel",
+				       mig_msg_name(type));
+			break;
+		}
+		ret = mig_page_req_decode(j->uconn.buf, len, j->npages, &first, &n, e);
+		if (ret)
+			break;
+		pthread_mutex_lock(&j->pc_lock);
+		mig_prepage_fault(&j->pp, first);
+		for (uint32_t i = 0; i < n; i++)
+			mig_prepage_mark(&j->pp, first + i);
+		pthread_mutex_unlock(&j->pc_lock);
+		ret = pages_msg_send(&j->uconn, first, n, j->vm->mem.base + first * MIG_PAGE, e);
+		if (ret)
+			break;
+		j->pc_requests++;
+	}
+	j->uresult = ret;
+	return NULL;
+}
+
+/* One pushed run [first, first + n): zero pages as ZERO runs, the rest as PAGES. */
+static int push_run(struct mig_out *j, uint64_t first, uint64_t n, struct qerr *e)
+{
+	const struct guest_mem *m = &j->vm->mem;
+	uint64_t p = first, end = first + n;
+	int ret = 0;
+
+	while (p < end && !ret) {
+		bool zero = page_is_zero(m, p);
+		uint64_t q = p + 1;
+
+		while (q < end && page_is_zero(m, q) == zero)
+			q++;
+		if (zero) {
+			uint8_t msg[16];
+
+			for (int i = 0; i < 8; i++) {
+				msg[i] = (uint8_t)(p >> (8 * i));
+				msg[8 + i] = (uint8_t)((q - p) >> (8 * i));
+			}
+			ret = out_send(j, MIG_MSG_ZERO, msg, sizeof(msg), NULL, 0, e);
+			j->duplicate += q - p;
+		} else {
+			struct qerr se = {0};
+
+			ret = pages_msg_send(&j->conn, p, q - p, m->base + p * MIG_PAGE, &se);
+			if (ret)
+				ret = peer_reason(j, ret, e);
+			j->normal += q - p;
+		}
+		p = q;
+	}
+	return ret;
+}
+
+/* Tell the destination which pages it lacks (or holds stale): DISCARD runs. */
+static int send_discards(struct mig_out *j, uint64_t *missing, struct qerr *e)
+{
+	uint64_t p = 0;
+	int ret = 0;
+
+	*missing = 0;
+	while (p < j->npages && !ret) {
+		uint64_t q;
+		uint8_t msg[16];
+
+		if (mig_bit_test(j->synced, p)) {
+			p++;
+			continue;
+		}
+		for (q = p + 1; q < j->npages && !mig_bit_test(j->synced, q); q++)
+			;
+		for (int i = 0; i < 8; i++) {
+			msg[i] = (uint8_t)(p >> (8 * i));
+			msg[8 + i] = (uint8_t)((q - p) >> (8 * i));
+		}
+		ret = out_send(j, MIG_MSG_DISCARD, msg, sizeof(msg), NULL, 0, e);
+		*missing += q - p;
+		p = q;
+	}
+	return ret;
+}
+
+/*
+ * Switch to post-copy: connect the urgent channel, pause, send DISCARD for
+ * every page not in sync, the state, POSTCOPY_RUN; hand over (READY, GO,
+ * RUNNING), then push the rest in pre-paging order while the urgent
+ * thread answers requests; END, and done when the destination closes.
+ */
+static int postcopy(struct mig_out *j, struct qerr *e)
+{
+	uint8_t run[MIG_PCRUN_LEN];
+	struct qerr he = {0};
+	bool refused = false;
+	uint64_t missing;
+	int ret;
+
+	ret = urgent_connect(j, e);
+	if (ret)
+		return ret;
+	j->pause_req_ns = time_now_ns();
+	ret = mig_sync_call(&j->sync, MIG_EV_SWITCHOVER, e);
+	if (ret)
+		return ret;
+	ret = collect_dirty(j, false, e);
+	if (!ret)
+		ret = send_discards(j, &missing, e);
+	if (ret)
+		return ret;
+	j->remaining = missing;
+	mig_prepage_init(&j->pp, j->npages, j->synced);
+	/* Loading the state there may fault already: answer from now on. */
+	if (pthread_create(&j->uthread, NULL, urgent_main, j))
+		return qerr_set(e, EAGAIN, "cannot start the urgent channel's thread");
+	j->uthread_started = true;
+	ret = out_send(j, MIG_MSG_STATE, j->state, j->state_len, NULL, 0, e);
+	mig_pcrun_encode(j->was_running ? MIG_END_RUN : 0, missing, run);
+	if (!ret)
+		ret = out_send(j, MIG_MSG_POSTCOPY_RUN, run, sizeof(run), NULL, 0, e);
+	if (!ret)
+		ret = expect(j, MIG_MSG_READY, READY_TIMEOUT_MS, NULL, e);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&j->sync.lock);
+	if (j->sync.cancel) {
+		pthread_mutex_unlock(&j->sync.lock);
+		return qerr_set(e, ECANCELED, "cancelled");
+	}
+	j->handed_over = true;
+	pthread_mutex_unlock(&j->sync.lock);
+	ret = mig_send(&j->conn, MIG_MSG_GO, NULL, 0, NULL, 0, &he);
+	if (!ret)
+		ret = expect(j, MIG_MSG_RUNNING, ACK_TIMEOUT_MS, &refused, &he);
+	if (ret && refused) {
+		pthread_mutex_lock(&j->sync.lock);
+		j->handed_over = false;
+		pthread_mutex_unlock(&j->sync.lock);
+		return qerr_set(e, -ret, "%s", he.msg);
+	}
+	if (ret)
+		return qerr_set(e, -ret,
+				"the VM was handed over (post-copy) but the destination did not "
+				"confirm it runs it (%s); it stays paused here",
+				he.msg);
+	j->downtime_ns = time_now_ns() - j->pause_req_ns;
+	j->pc_tx_start = j->conn.tx_bytes + j->uconn.tx_bytes;
+	set_status(j, MIG_STATUS_POSTCOPY_ACTIVE);
+	for (;;) {
+		uint64_t first, n;
+
+		pthread_mutex_lock(&j->pc_lock);
+		n = mig_prepage_next(&j->pp, PUSH_RUN, &first);
+		j->remaining = mig_prepage_left(&j->pp);
+		pthread_mutex_unlock(&j->pc_lock);
+		if (!n)
+			break;
+		ret = push_run(j, first, n, e);
+		if (ret)
+			return ret;
+		j->pc_pushed += n;
+	}
+	{
+		uint8_t flags[4] = {0};
+		uint32_t type, len;
+
+		ret = out_send(j, MIG_MSG_END, flags, sizeof(flags), NULL, 0, e);
+		if (ret)
+			return ret;
+		/* The destination closes the connection once every page is in place. */
+		ret = mig_recv(&j->conn, &type, &len, PC_DONE_TIMEOUT_MS, &he);
+		if (ret == -ECONNRESET)
+			return 0;
+		if (!ret && type == MIG_MSG_ERROR) {
+			char text[MIG_MAX_ERROR + 1];
+			int err = mig_error_decode(j->conn.buf, len, text, sizeof(text));
+
+			return qerr_set(e, err, "the destination failed in post-copy: %s", text);
+		}
+		return qerr_set(e, ret ? -ret : EPROTO, "after the last page, the destination %s",
+				ret ? he.msg : "sent a message instead of closing");
+	}
+}
+
+/* The urgent thread, once the main channel is done (or failed). */
+static int urgent_stop(struct mig_out *j, bool wait, struct qerr *e)
+{
+	if (!j->uthread_started)
+		return 0;
+	if (!wait && j->usock >= 0)
+		shutdown(j->usock, SHUT_RDWR);
+	pthread_join(j->uthread, NULL);
+	j->uthread_started = false;
+	if (wait && j->uresult)
+		return qerr_set(e, j->uerr.errnum ? j->uerr.errnum : -j->uresult, "%s",
+				j->uerr.msg);
+	return 0;
+}
+
 static void *worker(void *opaque)
 {
 	struct mig_out *j = opaque;
 	struct qerr *e = &j->err;
 	uint32_t round = 0;
+	bool pc = false;
 	int ret;
 
-	ret = out_connect(j, e);
+	ret = out_connect(j, &j->conn, &j->sock, e);
 	if (!ret)
 		ret = handshake(j, e);
 	if (!ret) {
 		j->setup_ns = time_now_ns() - j->start_ns;
 		set_status(j, MIG_STATUS_ACTIVE);
-		ret = precopy(j, &round, e);
+		ret = precopy(j, &round, &pc, e);
 	}
-	if (!ret)
+	if (!ret && pc) {
+		ret = postcopy(j, e);
+		/* Done: the destination closed the urgent channel too (or it broke). */
+		if (!ret)
+			ret = urgent_stop(j, true, e);
+	} else if (!ret) {
 		ret = switchover(j, round, e);
+	}
+	urgent_stop(j, false, NULL);
 	if (ret && !j->handed_over && j->conn.fd >= 0 && !mig_sync_cancelled(&j->sync))
 		mig_send_error(&j->conn, -ret, e->msg); /* best effort: the destination says why */
 	if (ret && mig_sync_cancelled(&j->sync) && !j->handed_over) {
@@ -721,6 +1047,8 @@ void mig_out_free(struct mig_out *j)
 		pthread_join(j->thread, NULL);
 	}
 	mig_conn_free(&j->conn);
+	mig_conn_free(&j->uconn);
+	pthread_mutex_destroy(&j->pc_lock);
 	if (j->uri.kind == MIG_URI_FD && j->uri.fd >= 0)
 		close(j->uri.fd);
 	mig_sync_destroy(&j->sync);
@@ -745,6 +1073,9 @@ int mig_out_start(struct vm *vm, const char *uri, const struct mig_params *p, st
 	j->vm = vm;
 	j->sock = -1;
 	j->conn.fd = -1;
+	j->usock = -1;
+	j->uconn.fd = -1;
+	pthread_mutex_init(&j->pc_lock, NULL);
 	j->sync.efd = -1;
 	j->npages = vm->mem.ram_size / MIG_PAGE;
 	j->max_bw = p->max_bandwidth;
@@ -855,6 +1186,20 @@ void mig_out_switchover(struct mig_out *j, bool was_running, int pause_err)
 	mig_sync_answer(&j->sync, ret, e.msg);
 }
 
+int mig_out_start_postcopy(struct mig_out *j, struct qerr *e)
+{
+	if (!j->postcopy)
+		return qerr_set(e, EINVAL, "the postcopy-ram capability is not set");
+	if (j->uri.kind == MIG_URI_FD)
+		return qerr_set(e, EOPNOTSUPP,
+				"post-copy needs a second connection, which fd:N cannot make");
+	if (j->status != MIG_STATUS_SETUP && j->status != MIG_STATUS_ACTIVE)
+		return qerr_set(e, EINVAL, "the migration is past pre-copy (status %s)",
+				mig_status_name(j->status));
+	j->pc_request = true;
+	return 0;
+}
+
 void mig_out_set_params(struct mig_out *j, const struct mig_params *p)
 {
 	j->max_bw = p->max_bandwidth;
@@ -899,6 +1244,12 @@ void mig_out_stats(struct mig_out *j, struct mig_stats *st)
 	st->total_ns = (end ? end : time_now_ns()) - j->start_ns;
 	st->downtime_ns = j->downtime_ns;
 	st->expected_downtime_ns = j->expected_downtime_ns;
+	st->postcopy_requests = j->pc_requests;
+	st->pages_pushed = j->pc_pushed;
+	st->postcopy = j->pc_tx_start != 0;
+	if (j->pc_tx_start)
+		st->postcopy_bytes = j->conn.tx_bytes + j->uconn.tx_bytes - j->pc_tx_start;
+	st->transferred += j->uconn.tx_bytes;
 }
 
 int mig_out_finish(struct mig_out *j, struct mig_stats *st, bool *handed_over, struct qerr *e)

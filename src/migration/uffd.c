@@ -651,7 +651,10 @@ static int lazy_open(struct qerr *e)
 	return fd;
 }
 
-/* Lazy fill must own every page: one already there would never be filled. */
+/*
+ * Lazy fill must own every page: one already there would never be filled
+ * (with keep_present it is what the caller keeps: marked present).
+ */
 static int lazy_check_untouched(struct uffd_lazy *l, struct qerr *e)
 {
 	uint8_t *vec = malloc(MINCORE_CHUNK / UFFD_PAGE_SIZE);
@@ -672,8 +675,16 @@ static int lazy_check_untouched(struct uffd_lazy *l, struct qerr *e)
 				break;
 			}
 			for (j = 0; j < len / UFFD_PAGE_SIZE; j++) {
+				uint64_t pg = r->first + off / UFFD_PAGE_SIZE + j;
+
 				if (!(vec[j] & 1))
 					continue;
+				if (l->src.keep_present) {
+					/* Not registered yet: no other thread reads it. */
+					l->state[pg / PG_PER_WORD] |= (uint64_t)PG_PRESENT
+								      << (pg % PG_PER_WORD * 2);
+					continue;
+				}
 				ret = qerr_set(e, EBUSY,
 					       "guest RAM at gpa 0x%llx is already populated: lazy "
 					       "fill needs untouched memory",

@@ -81,8 +81,8 @@ expect "migrate: no --qmp" 1 "--qmp PATH is required" -- "$qlite" migrate tcp:h:
 expect "migrate: no URI" 1 "no destination URI" -- "$qlite" migrate --qmp x
 expect "migrate: bad URI" 1 "expected tcp:HOST:PORT, unix:PATH or fd:N" -- \
     "$qlite" migrate --qmp x exec:cat
-expect "migrate: --postcopy" 1 "post-copy is not implemented yet" -- \
-    "$qlite" migrate --qmp x --postcopy unix:/m
+expect "migrate: --postcopy=auto without --wait" 1 "--postcopy=auto needs --wait" -- \
+    "$qlite" migrate --qmp x --postcopy=auto unix:/m
 expect "migrate: nothing listening" 1 "cannot connect to" -- \
     "$qlite" migrate --qmp "$tmp/nobody.sock" unix:/m --wait
 expect "migrate help" 0 "Usage: qlite migrate" -- "$qlite" migrate --help

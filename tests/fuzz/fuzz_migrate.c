@@ -5,7 +5,8 @@
  * length, payload), fed through the header check and the state machine
  * (mig_check_hdr, mig_rx_msg) until the first refusal, as the destination
  * does. Mode bit 0 prepends a valid HELLO and CONFIG, so mutations reach
- * pre-copy, STATE (a state stream: ckpt_state_read) and the hand-over.
+ * pre-copy, STATE (a state stream: ckpt_state_read) and the hand-over;
+ * bit 1 makes it a post-copy destination (DISCARD, POSTCOPY_RUN, the push).
  * The hooks abort on any page range the state machine should have refused.
  */
 #include <errno.h>
@@ -53,7 +54,16 @@ static int fz_pages(void *opaque, uint64_t first, uint64_t n, const uint8_t *dat
 	return 0;
 }
 
-static const struct mig_rx_ops fz_ops = { fz_config, fz_pages };
+static int fz_discard(void *opaque, uint64_t first, uint64_t n, struct qerr *e)
+{
+	struct fuzz_vm *v = opaque;
+
+	if (!n || first >= v->npages || n > v->npages - first)
+		abort();
+	return 0;
+}
+
+static const struct mig_rx_ops fz_ops = { fz_config, fz_pages, fz_discard };
 
 static size_t prologue(uint8_t *out, size_t cap)
 {
@@ -111,6 +121,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(buf, pro, plen);
 	memcpy(buf + plen, data + 1, size - 1);
 	mig_rx_init(&rx, &fz_ops, &vm);
+	/* Bit 1: a post-copy destination (its messages count if HELLO offers it). */
+	if (data[0] & 2)
+		rx.supported = MIG_F_POSTCOPY;
 	while (len - off >= MIG_HDR_LEN) {
 		struct qerr e = { 0 };
 		uint32_t type, mlen;

@@ -17,6 +17,10 @@
  * a truncated stream, a version mismatch, a page beyond the VM, HELLO and
  * CONFIG disagreeing, a VM bigger than this host, messages out of order, a
  * port already in use.
+ *
+ * Then post-copy (run 5): a guest switched after round 0 to a `qlite run
+ * --incoming` destination must print the RESULT of an uninterrupted run;
+ * both sides report post-copy figures. MIG_TEST=postcopy runs only that.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -611,6 +615,48 @@ static void *drive_fd(void *arg)
 	return NULL;
 }
 
+/* Run 5's driver: post-copy to d->d1_qmp (the URI), switched right after round 0. */
+static void *drive_pc(void *arg)
+{
+	struct driver *d = arg;
+	struct qerr e = {0};
+	struct json_object *r;
+	bool pc_active = false;
+
+	if (!qmp_open_retry(&d->q, d->qmp_path))
+		return NULL;
+	d->q.on_event = on_event;
+	d->q.opaque = d;
+	wait_round(d, 2);
+	/* Without the capability, there is nothing to switch. */
+	r = qmp(&d->q, "migrate-start-postcopy", NULL, &e);
+	CHECK(!r);
+	json_object_put(r);
+	r = qmp(&d->q, "migrate-set-capabilities",
+		"{\"capabilities\": [{\"capability\": \"postcopy-ram\", \"state\": true}]}", &e);
+	CHECK(r);
+	json_object_put(r);
+	/* Slow enough that the guest dirties pages during round 0: they go post-copy. */
+	r = qmp(&d->q, "migrate-set-parameters", "{\"max-bandwidth\": 1048576}", &e);
+	CHECK(r);
+	json_object_put(r);
+	CHECK(migrate_start(d, d->d1_qmp, &e));
+	r = qmp(&d->q, "migrate-start-postcopy", NULL, &e);
+	if (!r)
+		fprintf(stderr, "FAIL migrate-start-postcopy: %s\n", e.msg), failures++;
+	json_object_put(r);
+	if (strcmp(migrate_wait(d), "completed")) {
+		fprintf(stderr, "FAIL post-copy migration: %s\n", jstr(d->last, "error-desc"));
+		failures++;
+	}
+	for (unsigned int i = 0; i < d->nstatus; i++)
+		pc_active |= !strcmp(d->statuses[i], "postcopy-active");
+	CHECK(pc_active);
+	d->final = json_object_get(d->last);
+	qmp_conn_close(&d->q);
+	return NULL;
+}
+
 /* ---- a fake source, for the destination's bad cases ---- */
 
 static int connect_unix(const char *path)
@@ -892,6 +938,9 @@ int main(void)
 	free(out);
 	ktest_destroy(&t);
 
+	/* MIG_TEST=postcopy: only the post-copy runs (5, 6), for quick iterations. */
+	if (getenv("MIG_TEST") && !strcmp(getenv("MIG_TEST"), "postcopy"))
+		goto postcopy;
 	/* 2. Destinations refuse bad sources. */
 	bad_source(BAD_GARBAGE, "garbage", "not a qlite migration stream");
 	bad_source(BAD_TRUNCATED, "truncated", "ends inside message PAGES");
@@ -1027,6 +1076,62 @@ int main(void)
 		child_free(&d3);
 		json_object_put(d4.final);
 		json_object_put(d4.last);
+	}
+postcopy:
+	/* 5. Post-copy: the VM runs on the destination before its pages are all there. */
+	{
+		struct driver d5 = {0};
+		struct child dpc;
+		char dpq[256], pcuri[200];
+
+		snprintf(dpq, sizeof(dpq), "%s/pc-qmp.sock", tmpdir);
+		snprintf(pcuri, sizeof(pcuri), "unix:%s/pc.sock", tmpdir);
+		start_dest(&dpc, pcuri, dpq, NULL, -1);
+		CHECK(ktest_create(&t, 1, MEM) == 0);
+		{
+			static char spec[300];
+
+			snprintf(sock, sizeof(sock), "%s/qmp3.sock", tmpdir);
+			snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", sock);
+			t.qmp = spec;
+		}
+		CHECK(ktest_start(&t, GT_MIGRATE_SUM) == 0);
+		d5.t = &t;
+		snprintf(d5.qmp_path, sizeof(d5.qmp_path), "%s", sock);
+		snprintf(d5.d1_qmp, sizeof(d5.d1_qmp), "%s", pcuri);
+		pthread_create(&th, NULL, drive_pc, &d5);
+		CHECK(ktest_run(&t, 120) == VM_STOP_QUIT);
+		pthread_join(th, NULL);
+		ktest_destroy(&t);
+		if (d5.final) {
+			struct json_object *pc = NULL;
+
+			print_figures("source -> post-copy destination (unix, 1 MiB/s pre-copy)",
+				      d5.final);
+			CHECK(json_object_object_get_ex(d5.final, "postcopy", &pc));
+			printf("post-copy on the source: %s\n", json_object_to_json_string(pc));
+		}
+		/* The destination's figures, while the guest still runs there. */
+		{
+			struct qmp_conn q5 = {.fd = -1};
+			struct qerr e;
+			struct json_object *r, *pc = NULL;
+
+			CHECK(qmp_open_retry(&q5, dpq));
+			r = qmp(&q5, "query-migrate", NULL, &e);
+			CHECK(r && !strcmp(jstr(r, "status"), "completed"));
+			if (r && json_object_object_get_ex(r, "postcopy", &pc))
+				printf("post-copy on the destination: %s\n",
+				       json_object_to_json_string(pc));
+			CHECK(pc != NULL);
+			json_object_put(r);
+			qmp_conn_close(&q5);
+		}
+		rc = child_wait(&dpc);
+		check_result("post-copy destination", &dpc, rc, ref);
+		child_free(&dpc);
+		json_object_put(d5.final);
+		json_object_put(d5.last);
 	}
 	snprintf(sock, sizeof(sock), "rm -rf '%s'", tmpdir);
 	if (system(sock))

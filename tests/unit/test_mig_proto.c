@@ -117,7 +117,7 @@ static size_t state_stream(uint8_t *buf, size_t cap, const char *json)
 struct fake {
 	uint8_t *ram; /* NPAGES pages */
 	unsigned int configs, page_calls;
-	uint64_t zero_pages, data_pages;
+	uint64_t zero_pages, data_pages, discarded;
 	int config_ret;
 };
 
@@ -149,7 +149,18 @@ static int fake_pages(void *opaque, uint64_t first, uint64_t n, const uint8_t *d
 	return 0;
 }
 
-static const struct mig_rx_ops fake_ops = {fake_config, fake_pages};
+static int fake_discard(void *opaque, uint64_t first, uint64_t n, struct qerr *e)
+{
+	struct fake *f = opaque;
+
+	(void)e;
+	assert_true(n >= 1 && first < NPAGES && n <= NPAGES - first);
+	memset(f->ram + first * 4096, 0xdd, n * 4096); /* "gone": not zero, not data */
+	f->discarded += n;
+	return 0;
+}
+
+static const struct mig_rx_ops fake_ops = {fake_config, fake_pages, fake_discard};
 
 struct fx {
 	struct fake f;
@@ -438,8 +449,11 @@ static void test_rx_order(void **state)
 	assert_int_not_equal(msg(x, MIG_MSG_READY, NULL, 0), 0);
 	assert_int_not_equal(msg(x, MIG_MSG_HELLO_ACK, x->buf, 12), 0);
 	/* Post-copy was not negotiated. */
-	assert_int_equal(msg(x, MIG_MSG_POSTCOPY_RUN, NULL, 0), -EPROTO);
+	memset(x->buf, 0, MIG_PCRUN_LEN);
+	assert_int_equal(msg(x, MIG_MSG_POSTCOPY_RUN, x->buf, MIG_PCRUN_LEN), -EPROTO);
 	assert_non_null(strstr(x->e.msg, "post-copy"));
+	assert_int_equal(msg(x, MIG_MSG_DISCARD, x->buf, 16), -EPROTO);
+	assert_non_null(strstr(x->e.msg, "post-copy was not negotiated"));
 	/* After STATE: no more pages, no second STATE, no GO before END. */
 	n = state_stream(x->buf, sizeof(x->buf), cfg_json);
 	assert_int_equal(msg(x, MIG_MSG_STATE, x->buf, n), 0);
@@ -501,7 +515,7 @@ static void test_rx_hello_hostile(void **state)
 	memcpy(x->buf + 4, "cancelled", 9);
 	assert_int_equal(msg(x, MIG_MSG_ERROR, x->buf, 13), -ECANCELED);
 	assert_non_null(strstr(x->e.msg, "the source gave up: cancelled"));
-	/* Offered post-copy is not accepted (not implemented). */
+	/* Offered post-copy is not accepted by a destination that does not support it. */
 	{
 		struct mig_hello h = {.vmin = 1,
 				      .vmax = 1,
@@ -852,9 +866,242 @@ static void test_sync_overflow(void **state)
 	mig_sync_destroy(&s);
 }
 
+/* ---- post-copy ---- */
+
+static size_t pc_hello(uint8_t *buf, uint32_t channel, uint64_t features, uint8_t sess)
+{
+	struct mig_hello h = {.vmin = 1,
+			      .vmax = 1,
+			      .features = features,
+			      .channel = channel,
+			      .page_size = 4096,
+			      .ram_pages = NPAGES};
+	struct sbuf b;
+	size_t n;
+
+	memset(h.session, sess, sizeof(h.session));
+	sbuf_init(&b);
+	mig_hello_encode(&h, &b);
+	n = b.len;
+	memcpy(buf, b.data, n);
+	sbuf_free(&b);
+	return n;
+}
+
+/* HELLO offering post-copy to a destination that does it, CONFIG, STATE. */
+static void pc_prologue(struct fx *x)
+{
+	size_t n;
+
+	x->rx.supported = MIG_F_POSTCOPY;
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY, 7);
+	assert_int_equal(msg(x, MIG_MSG_HELLO, x->buf, n), 0);
+	assert_int_equal(x->rx.features, MIG_F_POSTCOPY);
+	n = config(x->buf, sizeof(x->buf));
+	assert_int_equal(msg(x, MIG_MSG_CONFIG, x->buf, n), 0);
+}
+
+static int discard_msg(struct fx *x, uint64_t first, uint64_t n)
+{
+	uint8_t m[16];
+
+	put64(m, first);
+	put64(m + 8, n);
+	return msg(x, MIG_MSG_DISCARD, m, sizeof(m));
+}
+
+static int pcrun_msg(struct fx *x, uint32_t flags, uint64_t missing)
+{
+	uint8_t m[MIG_PCRUN_LEN];
+
+	mig_pcrun_encode(flags, missing, m);
+	return msg(x, MIG_MSG_POSTCOPY_RUN, m, sizeof(m));
+}
+
+static int urgent(struct fx *x, uint32_t type, const uint8_t *p, size_t len)
+{
+	memset(&x->e, 0, sizeof(x->e));
+	return mig_rx_urgent_msg(&x->rx, type, p, len, &x->e);
+}
+
+static void test_page_request_codec(void **state)
+{
+	uint8_t m[MIG_PAGE_REQ_LEN + 1];
+	struct qerr e = {0};
+	uint64_t first;
+	uint32_t n;
+
+	(void)state;
+	mig_page_req_encode(NPAGES - 256, 256, m);
+	assert_int_equal(mig_page_req_decode(m, MIG_PAGE_REQ_LEN, NPAGES, &first, &n, &e), 0);
+	assert_int_equal(first, NPAGES - 256);
+	assert_int_equal(n, 256);
+	/* Truncated or longer: refused before the fields mean anything. */
+	assert_int_equal(mig_page_req_decode(m, MIG_PAGE_REQ_LEN - 1, NPAGES, &first, &n, &e),
+			 -EBADMSG);
+	assert_int_equal(mig_page_req_decode(m, MIG_PAGE_REQ_LEN + 1, NPAGES, &first, &n, &e),
+			 -EBADMSG);
+	/* Counts: none, too many; ranges: past the end, overflowing. */
+	static const struct {
+		uint64_t first;
+		uint32_t n;
+		int ret;
+	} bad[] = {
+		{0, 0, -EBADMSG},
+		{0, MIG_RUN_MAX + 1, -EBADMSG},
+		{0, UINT32_MAX, -EBADMSG},
+		{NPAGES, 1, -ERANGE},
+		{NPAGES - 255, 256, -ERANGE},
+		{UINT64_MAX, 1, -ERANGE},
+		{UINT64_MAX - 1, 3, -ERANGE},
+	};
+	for (unsigned int i = 0; i < ARRAY_SIZE(bad); i++) {
+		mig_page_req_encode(bad[i].first, bad[i].n, m);
+		memset(&e, 0, sizeof(e));
+		assert_int_equal(mig_page_req_decode(m, MIG_PAGE_REQ_LEN, NPAGES, &first, &n, &e),
+				 bad[i].ret);
+		assert_non_null(strstr(e.msg, "PAGE_REQUEST"));
+	}
+	/* Only the destination sends it, 12 bytes exactly. */
+	assert_int_equal(mig_check_hdr(MIG_MSG_PAGE_REQUEST, 12, false, &e), 0);
+	assert_int_not_equal(mig_check_hdr(MIG_MSG_PAGE_REQUEST, 12, true, &e), 0);
+	assert_int_not_equal(mig_check_hdr(MIG_MSG_PAGE_REQUEST, 13, false, &e), 0);
+	assert_int_not_equal(mig_check_hdr(MIG_MSG_POSTCOPY_RUN, 11, true, &e), 0);
+	assert_int_not_equal(mig_check_hdr(MIG_MSG_POSTCOPY_RUN, 12, false, &e), 0);
+	assert_int_not_equal(mig_check_hdr(MIG_MSG_DISCARD, 15, true, &e), 0);
+	assert_string_equal(mig_msg_name(MIG_MSG_DISCARD), "DISCARD");
+}
+
+/* The whole post-copy flow on the main channel, with answers on the urgent one. */
+static void test_rx_postcopy_good(void **state)
+{
+	struct fx *x = *state;
+	size_t n;
+
+	pc_prologue(x);
+	assert_int_equal(round_msg(x, 0, 3), 0);
+	assert_int_equal(pages_msg(x, 10, 3, 12 + 3 * 4096, 0xab), 0);
+	/* Page 11 changed after it was sent. */
+	assert_int_equal(discard_msg(x, 11, 1), 0);
+	assert_int_equal(x->f.ram[11 * 4096], 0xdd);
+	assert_int_equal(x->rx.pages_discarded, 1);
+	n = state_stream(x->buf, sizeof(x->buf), cfg_json);
+	assert_int_equal(msg(x, MIG_MSG_STATE, x->buf, n), 0);
+	/* No answers before post-copy begins. */
+	put64(x->buf, 11);
+	put32(x->buf + 8, 1);
+	assert_int_equal(urgent(x, MIG_MSG_PAGES, x->buf, 12 + 4096), -EPROTO);
+	assert_int_equal(pcrun_msg(x, MIG_END_RUN, NPAGES - 2), 0);
+	assert_true(x->rx.postcopy && x->rx.run);
+	assert_int_equal(x->rx.missing, NPAGES - 2);
+	assert_int_equal(x->rx.phase, MIG_RX_GO);
+	assert_int_equal(msg(x, MIG_MSG_GO, NULL, 0), 0);
+	assert_int_equal(x->rx.phase, MIG_RX_POSTCOPY);
+	/* An answer on the urgent channel, a push on the main one, both placed. */
+	put64(x->buf, 11);
+	put32(x->buf + 8, 1);
+	memset(x->buf + 12, 0x11, 4096);
+	assert_int_equal(urgent(x, MIG_MSG_PAGES, x->buf, 12 + 4096), 0);
+	assert_int_equal(x->f.ram[11 * 4096], 0x11);
+	assert_int_equal(pages_msg(x, 100, 2, 12 + 2 * 4096, 0x22), 0);
+	assert_int_equal(zero_msg(x, 200, NPAGES - 200), 0);
+	/* Nothing else belongs in the push. */
+	assert_int_equal(round_msg(x, 1, 0), -EPROTO);
+	assert_int_equal(discard_msg(x, 5, 1), -EPROTO);
+	assert_int_equal(msg(x, MIG_MSG_GO, NULL, 0), -EPROTO);
+	n = state_stream(x->buf, sizeof(x->buf), cfg_json);
+	assert_int_equal(msg(x, MIG_MSG_STATE, x->buf, n), -EPROTO);
+	/* END closes it (no flags: the VM already runs); answers to late requests still count. */
+	put32(x->buf, MIG_END_RUN);
+	assert_int_equal(msg(x, MIG_MSG_END, x->buf, 4), -EPROTO);
+	put32(x->buf, 0);
+	assert_int_equal(msg(x, MIG_MSG_END, x->buf, 4), 0);
+	assert_int_equal(x->rx.phase, MIG_RX_DONE);
+	put64(x->buf, 11);
+	put32(x->buf + 8, 1);
+	assert_int_equal(urgent(x, MIG_MSG_PAGES, x->buf, 12 + 4096), 0);
+	assert_int_not_equal(pages_msg(x, 100, 1, 12 + 4096, 1), 0);
+}
+
+static void test_rx_postcopy_hostile(void **state)
+{
+	struct fx *x = *state;
+	uint8_t m[MIG_PCRUN_LEN];
+	size_t n;
+
+	/* A destination that cannot do it does not accept it, so refuses its messages. */
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY, 7);
+	assert_int_equal(msg(x, MIG_MSG_HELLO, x->buf, n), 0);
+	assert_int_equal(x->rx.features, 0);
+	n = pc_hello(x->buf, MIG_CH_URGENT, MIG_F_POSTCOPY, 7);
+	memset(&x->e, 0, sizeof(x->e));
+	assert_int_equal(mig_rx_urgent_hello(&x->rx, x->buf, n, &x->e), -EPROTO);
+	assert_non_null(strstr(x->e.msg, "not negotiated"));
+	mig_rx_free(&x->rx);
+	mig_rx_init(&x->rx, &fake_ops, &x->f);
+
+	pc_prologue(x);
+	/* DISCARD ranges like ZERO's. */
+	assert_int_equal(discard_msg(x, NPAGES, 1), -ERANGE);
+	assert_int_equal(discard_msg(x, 1, UINT64_MAX), -ERANGE);
+	assert_int_equal(discard_msg(x, 0, 0), -ERANGE);
+	assert_int_equal(x->f.discarded, 0);
+	/* POSTCOPY_RUN only after STATE, with known flags and a plausible count. */
+	assert_int_equal(pcrun_msg(x, 0, 0), -EPROTO);
+	n = state_stream(x->buf, sizeof(x->buf), cfg_json);
+	assert_int_equal(msg(x, MIG_MSG_STATE, x->buf, n), 0);
+	assert_int_equal(pcrun_msg(x, 2, 0), -EPROTO);
+	assert_non_null(strstr(x->e.msg, "unknown flags"));
+	assert_int_equal(pcrun_msg(x, 0, NPAGES + 1), -ERANGE);
+	mig_pcrun_encode(0, 1, m);
+	assert_int_equal(msg(x, MIG_MSG_POSTCOPY_RUN, m, MIG_PCRUN_LEN - 1), -EBADMSG);
+	assert_int_equal(x->rx.phase, MIG_RX_END);
+	/* The urgent channel's HELLO: channel, session, and agreement with the main one. */
+	n = pc_hello(x->buf, MIG_CH_URGENT, MIG_F_POSTCOPY, 7);
+	assert_int_equal(mig_rx_urgent_hello(&x->rx, x->buf, n, &x->e), 0);
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY, 7);
+	assert_int_equal(mig_rx_urgent_hello(&x->rx, x->buf, n, &x->e), -EPROTO);
+	n = pc_hello(x->buf, 2, MIG_F_POSTCOPY, 7);
+	assert_int_equal(mig_rx_urgent_hello(&x->rx, x->buf, n, &x->e), -EPROTO);
+	n = pc_hello(x->buf, MIG_CH_URGENT, MIG_F_POSTCOPY, 8);
+	memset(&x->e, 0, sizeof(x->e));
+	assert_int_equal(mig_rx_urgent_hello(&x->rx, x->buf, n, &x->e), -EPROTO);
+	assert_non_null(strstr(x->e.msg, "session"));
+	n = pc_hello(x->buf, MIG_CH_URGENT, 0, 7);
+	assert_int_equal(mig_rx_urgent_hello(&x->rx, x->buf, n, &x->e), -EPROTO);
+	n = pc_hello(x->buf, MIG_CH_URGENT, MIG_F_POSTCOPY, 7);
+	x->buf[0] ^= 1;
+	assert_int_equal(mig_rx_urgent_hello(&x->rx, x->buf, n, &x->e), -EBADMSG);
+	assert_int_not_equal(mig_rx_urgent_hello(&x->rx, x->buf, 20, &x->e), 0);
+	/* Running. The urgent channel carries answers only, each checked like a push. */
+	assert_int_equal(pcrun_msg(x, 0, 5), 0);
+	assert_int_equal(msg(x, MIG_MSG_GO, NULL, 0), 0);
+	put64(x->buf, NPAGES);
+	put32(x->buf + 8, 1);
+	assert_int_equal(urgent(x, MIG_MSG_PAGES, x->buf, 12 + 4096), -ERANGE);
+	put64(x->buf, 0);
+	put32(x->buf + 8, 2);
+	assert_int_equal(urgent(x, MIG_MSG_PAGES, x->buf, 12 + 4096), -EBADMSG);
+	assert_int_equal(urgent(x, MIG_MSG_PAGES, x->buf, 11), -EBADMSG);
+	put64(x->buf, 0);
+	put64(x->buf + 8, 1);
+	assert_int_equal(urgent(x, MIG_MSG_ZERO, x->buf, 16), -EPROTO);
+	assert_int_equal(urgent(x, MIG_MSG_GO, NULL, 0), -EPROTO);
+	assert_int_equal(urgent(x, MIG_MSG_PAGE_REQUEST, x->buf, 12), -EBADMSG);
+	assert_int_equal(urgent(x, 0x7fff, NULL, 0), -EBADMSG);
+	put32(x->buf, EIO);
+	memcpy(x->buf + 4, "disk", 4);
+	assert_int_equal(urgent(x, MIG_MSG_ERROR, x->buf, 8), -EIO);
+	assert_non_null(strstr(x->e.msg, "the source gave up: disk"));
+	assert_int_equal(x->f.page_calls, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_page_request_codec),
+		cmocka_unit_test_setup_teardown(test_rx_postcopy_good, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rx_postcopy_hostile, setup, teardown),
 		cmocka_unit_test(test_uri),
 		cmocka_unit_test(test_header_limits),
 		cmocka_unit_test(test_hello),

@@ -948,6 +948,51 @@ static void test_dev_fallback(void **state)
 	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/*
+ * keep_present: pages resident at start keep their content and are never
+ * fetched; the caller drops those it wants filled (a write may have
+ * populated a whole huge page).
+ */
+static void test_keep_present(void **state)
+{
+	struct fixture *f = *state;
+	struct uffd_lazy_stats st;
+	uint64_t pg, kept = 0;
+
+	/* Or khugepaged may fill the dropped pages in again before registration. */
+	assert_int_equal(madvise(f->m.base, f->m.ram_size, MADV_NOHUGEPAGE), 0);
+	for (pg = 0; pg < f->s.pages; pg += 5) {
+		page_ptr(f, pg)[0] = ~pattern(pg); /* what "pre-copy" placed */
+		kept += f->s.kind[pg] == UFFD_PAGE_DATA;
+	}
+	/* After all writes: a later one would populate its huge page again. */
+	for (pg = 0; pg < f->s.pages; pg += 5) {
+		if (pg + 1 < f->s.pages)
+			assert_int_equal(mem_discard(&f->m, (pg + 1) * UFFD_PAGE_SIZE,
+						     MIN(4, f->s.pages - pg - 1) * UFFD_PAGE_SIZE),
+					 0);
+	}
+	f->src.keep_present = true;
+	start(f);
+	assert_true(page_ok(f, 1));
+	assert_int_equal(page_ptr(f, 5)[0], ~pattern(5));
+	finish(f);
+	uffd_lazy_stats(f->l, &st);
+	assert_true(st.done);
+	for (pg = 0; pg < f->s.pages; pg++) {
+		if (pg % 5 == 0) {
+			assert_int_equal(f->s.fills[pg], 0);
+			assert_int_equal(page_ptr(f, pg)[0], ~pattern(pg));
+			assert_int_equal(page_ptr(f, pg)[1], 0);
+		} else if (!page_ok(f, pg)) {
+			fail_msg("page %llu holds the wrong content", (unsigned long long)pg);
+		} else {
+			assert_int_equal(f->s.fills[pg], f->s.kind[pg] == UFFD_PAGE_DATA);
+		}
+	}
+	assert_int_equal(st.fault_pages + st.prefetch_pages - st.zero_pages, f->data_pages - kept);
+}
+
 #define T(fn, b) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)&b)
 
 int main(void)
@@ -973,6 +1018,8 @@ int main(void)
 		T(test_finish_unregisters, backend_memfd),
 		T(test_prefetch_order, backend_anon),
 		T(test_prefetch_ascending, backend_memfd),
+		T(test_keep_present, backend_anon),
+		T(test_keep_present, backend_memfd),
 		cmocka_unit_test_prestate_setup_teardown(test_two_regions, setup_big, teardown,
 							 (void *)&backend_anon),
 		cmocka_unit_test_prestate_setup_teardown(test_two_regions, setup_big, teardown,
