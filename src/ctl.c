@@ -1100,6 +1100,13 @@ int ctl_migrate(struct ctl *c, const char *uri, struct qerr *e)
 	return 0;
 }
 
+int ctl_migrate_resume(struct ctl *c, const char *uri, struct qerr *e)
+{
+	if (!c->mig_out)
+		return qerr_set(e, EINVAL, "there is no paused post-copy migration to resume");
+	return mig_out_resume(c->mig_out, uri, e);
+}
+
 int ctl_migrate_start_postcopy(struct ctl *c, struct qerr *e)
 {
 	if (!c->mig_out)
@@ -1276,6 +1283,24 @@ static void ctl_on_mig_listen(void *opaque, uint32_t events)
 	(void)events;
 	if (c->mig_in && mig_in_accept(c->mig_in, &e))
 		log_msg("incoming migration: %s", e.msg);
+}
+
+int ctl_migrate_recover(struct ctl *c, const char *uri, struct qerr *e)
+{
+	int old, ret;
+
+	if (!c->mig_in)
+		return qerr_set(e, EINVAL, "there is no paused incoming post-copy migration");
+	old = mig_in_listen_fd(c->mig_in);
+	ret = mig_in_recover(c->mig_in, uri, e);
+	if (ret)
+		return ret;
+	if (old >= 0)
+		loop_del(c->loop, old);
+	ret = loop_add(c->loop, mig_in_listen_fd(c->mig_in), EPOLLIN, ctl_on_mig_listen, c);
+	if (ret)
+		return qerr_set(e, -ret, "cannot watch %s: %s", uri, strerror(-ret));
+	return 0;
 }
 
 int ctl_migrate_incoming(struct ctl *c, const char *uri, struct qerr *e)

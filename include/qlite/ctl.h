@@ -167,6 +167,9 @@ int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mod
 int ctl_migrate(struct ctl *c, const char *uri, struct qerr *e);
 int ctl_migrate_incoming(struct ctl *c, const char *uri, struct qerr *e);
 int ctl_migrate_cancel(struct ctl *c, struct qerr *e);
+/* Post-copy recovery: migrate {resume: true} on the source, migrate-recover on the destination. */
+int ctl_migrate_resume(struct ctl *c, const char *uri, struct qerr *e);
+int ctl_migrate_recover(struct ctl *c, const char *uri, struct qerr *e);
 /* migrate-start-postcopy: the running migration switches after this round. */
 int ctl_migrate_start_postcopy(struct ctl *c, struct qerr *e);
 int ctl_migrate_set_params(struct ctl *c, const struct mig_params *p, struct qerr *e);

@@ -138,6 +138,12 @@ void mig_out_switchover(struct mig_out *j, bool was_running, int pause_err);
  * accepted it: else the switch fails the migration, the VM running on).
  */
 int mig_out_start_postcopy(struct mig_out *j, struct qerr *e);
+/*
+ * migrate {"uri", "resume": true}: while post-copy is paused (a channel
+ * broke after the destination took the VM), reconnect to @uri (unix or
+ * tcp, where the destination's migrate-recover listens) and go on.
+ */
+int mig_out_resume(struct mig_out *j, const char *uri, struct qerr *e);
 /* Parameters changed mid-migration (bandwidth, downtime limit). */
 void mig_out_set_params(struct mig_out *j, const struct mig_params *p);
 /* -EBUSY once the VM has been handed over (too late to take it back). */
@@ -164,6 +170,12 @@ struct mig_in;
 int mig_in_start(const char *uri, struct mig_in **out, struct qerr *e);
 /* The listening socket (-1 when there is none): call mig_in_accept() when readable. */
 int mig_in_listen_fd(const struct mig_in *m);
+/*
+ * migrate-recover: while post-copy is paused, listen on @uri (unix or tcp)
+ * instead, for the source's `migrate {"resume": true}`; the previous
+ * listening socket is closed (take mig_in_listen_fd() out of the loop first).
+ */
+int mig_in_recover(struct mig_in *m, const char *uri, struct qerr *e);
 int mig_in_accept(struct mig_in *m, struct qerr *e);
 int mig_in_eventfd(const struct mig_in *m);
 void mig_in_next_event(struct mig_in *m, struct mig_event *ev);

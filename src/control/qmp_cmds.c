@@ -456,10 +456,19 @@ static int cmd_migrate(struct ctl *c, struct json_object *args, struct json_obje
 	if (arg_bool(args, "blk") || arg_bool(args, "inc"))
 		return qerr_set(e, ENOTSUP,
 				"block migration is not supported: the disks must be on storage both hosts share");
-	if (arg_bool(args, "resume"))
-		return qerr_set(e, ENOTSUP, "resuming a post-copy migration is not implemented yet");
 	json_object_object_get_ex(args, "uri", &v);
+	if (arg_bool(args, "resume"))
+		return ctl_migrate_resume(c, json_object_get_string(v), e);
 	return ctl_migrate(c, json_object_get_string(v), e);
+}
+
+static int cmd_migrate_recover(struct ctl *c, struct json_object *args, struct json_object **ret,
+			       struct qerr *e)
+{
+	struct json_object *v;
+
+	json_object_object_get_ex(args, "uri", &v);
+	return ctl_migrate_recover(c, json_object_get_string(v), e);
 }
 
 static int cmd_migrate_incoming(struct ctl *c, struct json_object *args,
@@ -660,6 +669,7 @@ static const struct qmp_command commands[] = {
 	{ "query-snapshot", cmd_query_snapshot },
 	{ "migrate", cmd_migrate, NULL, args_migrate },
 	{ "migrate-incoming", cmd_migrate_incoming, NULL, args_migrate_incoming },
+	{ "migrate-recover", cmd_migrate_recover, NULL, args_migrate_incoming },
 	{ "query-migrate", cmd_query_migrate },
 	{ "migrate-cancel", cmd_migrate_cancel },
 	{ "migrate-start-postcopy", cmd_migrate_start_postcopy },

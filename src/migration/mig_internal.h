@@ -32,6 +32,7 @@
 #define MIG_PAGES_HDR 12    /* u64 first, u32 count */
 #define MIG_PAGE_REQ_LEN 12 /* u64 first, u32 count */
 #define MIG_PCRUN_LEN 12    /* u32 flags, u64 pages still to come */
+#define MIG_MAX_MISSING (8 + 64ULL * MiB) /* MISSING: a bitmap for up to 2 TiB of RAM */
 
 enum mig_msg {
 	MIG_MSG_HELLO = 1,     /* src: magic, versions, features, session, channel, sizes */
@@ -50,6 +51,10 @@ enum mig_msg {
 	MIG_MSG_PAGE_REQUEST = 13, /* dst: u64 first page, u32 count: needed now */
 	MIG_MSG_POSTCOPY_RUN = 14, /* src: u32 flags (MIG_END_RUN), u64 pages still to come */
 	MIG_MSG_DISCARD = 15,	   /* src: u64 first, u64 count: changed since sent, drop them */
+	/* Post-copy recovery (MIG_F_RESUME): after HELLO_ACK on the new main channel. */
+	MIG_MSG_MISSING = 16, /* dst: u64 pages, a bitmap (u64 words) of the pages it lacks */
+	/* Post-copy: every page is placed (a bare close could be a broken link). */
+	MIG_MSG_PC_DONE = 17, /* dst, after END: then it closes both channels */
 	MIG_MSG_MAX,
 };
 
@@ -57,6 +62,7 @@ enum mig_msg {
 
 enum mig_feature {
 	MIG_F_POSTCOPY = 1ULL << 0, /* the source may switch to post-copy */
+	MIG_F_RESUME = 1ULL << 1,   /* main channel: resume this session's broken post-copy */
 };
 
 enum mig_channel {
@@ -94,6 +100,11 @@ void mig_page_req_encode(uint64_t first, uint32_t n, uint8_t out[MIG_PAGE_REQ_LE
 int mig_page_req_decode(const uint8_t *p, size_t len, uint64_t npages, uint64_t *first, uint32_t *n,
 			struct qerr *e);
 void mig_pcrun_encode(uint32_t flags, uint64_t missing, uint8_t out[MIG_PCRUN_LEN]);
+/* MISSING: @npages, then @bits (mig_bitmap_words(npages) words) little-endian. */
+void mig_missing_encode(uint64_t npages, const unsigned long *bits, struct sbuf *b);
+/* Length, page count (must be @npages) and no bit past the end; fills @bits. */
+int mig_missing_decode(const uint8_t *p, size_t len, uint64_t npages, unsigned long *bits,
+		       struct qerr *e);
 /* The peer's error: its errno (or EPROTO) and its text made printable. */
 int mig_error_decode(const uint8_t *p, size_t len, char *text, size_t tlen);
 
@@ -187,6 +198,12 @@ const char *mig_rx_phase_name(enum mig_rx_phase ph);
  * main connection's session and versions, after post-copy was negotiated.
  */
 int mig_rx_urgent_hello(const struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr *e);
+/*
+ * Post-copy recovery: a new main connection's HELLO must name channel 0,
+ * this session, MIG_F_RESUME on top of the first HELLO's features, and
+ * agree with it otherwise; only while the VM runs here in post-copy.
+ */
+int mig_rx_resume_hello(const struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr *e);
 /*
  * One message on the urgent channel (another thread than mig_rx_msg()'s):
  * only PAGES (answers to PAGE_REQUEST) from POSTCOPY_RUN on, or ERROR.

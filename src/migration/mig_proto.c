@@ -139,6 +139,8 @@ static const char *const msg_names[] = {
 	[MIG_MSG_PAGE_REQUEST] = "PAGE_REQUEST",
 	[MIG_MSG_POSTCOPY_RUN] = "POSTCOPY_RUN",
 	[MIG_MSG_DISCARD] = "DISCARD",
+	[MIG_MSG_MISSING] = "MISSING",
+	[MIG_MSG_PC_DONE] = "PC_DONE",
 };
 
 const char *mig_msg_name(uint32_t type)
@@ -169,6 +171,8 @@ static const struct msg_limit limits[MIG_MSG_MAX] = {
 	/* Longer: a later version's fields, ignored. */
 	[MIG_MSG_POSTCOPY_RUN] = {true, false, MIG_PCRUN_LEN, MIG_MAX_SMALL},
 	[MIG_MSG_DISCARD] = {true, false, 16, 16},
+	[MIG_MSG_MISSING] = {false, true, 8, MIG_MAX_MISSING},
+	[MIG_MSG_PC_DONE] = {false, true, 0, 0},
 };
 
 int mig_check_hdr(uint32_t type, uint32_t len, bool from_source, struct qerr *e)
@@ -288,6 +292,60 @@ void mig_pcrun_encode(uint32_t flags, uint64_t missing, uint8_t out[MIG_PCRUN_LE
 {
 	put_le(out, flags, 4);
 	put_le(out + 4, missing, 8);
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+void mig_missing_encode(uint64_t npages, const unsigned long *bits, struct sbuf *b)
+{
+	sbuf_put_u64(b, npages);
+	for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+		uint64_t v = 0;
+
+		for (uint64_t i = w * 64; i < npages && i < w * 64 + 64; i++)
+			if (mig_bit_test(bits, i))
+				v |= 1ULL << (i % 64);
+		sbuf_put_u64(b, v);
+	}
+}
+
+int mig_missing_decode(const uint8_t *p, size_t len, uint64_t npages, unsigned long *bits,
+		       struct qerr *e)
+{
+	uint64_t n, words;
+
+	if (len < 8)
+		return qerr_set(e, EBADMSG, "MISSING of %zu bytes: too short", len);
+	n = le64(p);
+	if (n != npages)
+		return qerr_set(e, EPROTO, "MISSING covers %llu pages; the VM has %llu",
+				(unsigned long long)n, (unsigned long long)npages);
+	words = (npages + 63) / 64;
+	if ((len - 8) / 8 != words || (len - 8) % 8)
+		return qerr_set(e, EBADMSG, "MISSING of %zu bytes: %llu pages need %llu", len,
+				(unsigned long long)npages, (unsigned long long)(8 + 8 * words));
+	memset(bits, 0, mig_bitmap_words(npages) * sizeof(*bits));
+	for (uint64_t w = 0; w < words; w++) {
+		uint64_t v = le64(p + 8 + 8 * w);
+
+		for (uint64_t i = 0; i < 64 && v; i++, v >>= 1) {
+			if (!(v & 1))
+				continue;
+			if (w * 64 + i >= npages)
+				return qerr_set(e, ERANGE, "MISSING names page %llu; the VM has %llu",
+						(unsigned long long)(w * 64 + i),
+						(unsigned long long)npages);
+			mig_bit_set(bits, w * 64 + i);
+		}
+	}
+	return 0;
 }
 
 int mig_error_decode(const uint8_t *p, size_t len, char *text, size_t tlen)
@@ -581,6 +639,10 @@ static int rx_hello(struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr
 	if (rx->hello.page_size != MIG_PAGE)
 		return qerr_set(e, EINVAL, "the source's page size is %u; this qlite uses %u",
 				rx->hello.page_size, MIG_PAGE);
+	if (rx->hello.features & MIG_F_RESUME)
+		return qerr_set(e, EPROTO,
+				"the source resumes a post-copy migration this destination does "
+				"not have");
 	if (rx->hello.channel != MIG_CH_MAIN)
 		return qerr_set(e, EPROTO,
 				"a connection for channel %u came first: the main channel must "
@@ -849,6 +911,34 @@ int mig_rx_urgent_hello(const struct mig_rx *rx, const uint8_t *p, size_t len, s
 		return qerr_set(e, EPROTO,
 				"the urgent channel's HELLO disagrees with the main "
 				"channel's (versions, page size, RAM or features)");
+	return 0;
+}
+
+int mig_rx_resume_hello(const struct mig_rx *rx, const uint8_t *p, size_t len, struct qerr *e)
+{
+	struct mig_hello h;
+	int ret = mig_hello_decode(p, len, &h, e);
+
+	if (ret)
+		return ret;
+	if (!(h.features & MIG_F_RESUME))
+		return qerr_set(e, EBUSY,
+				"a new migration arrived while post-copy waits to be resumed "
+				"(migrate with resume: true)");
+	if (h.channel != MIG_CH_MAIN)
+		return qerr_set(e, EPROTO,
+				"a resumed post-copy starts with its main channel, not channel %u",
+				h.channel);
+	if (rx->phase != MIG_RX_POSTCOPY)
+		return qerr_set(e, EPROTO, "nothing to resume: this migration is %s",
+				mig_rx_phase_name(rx->phase));
+	if (memcmp(h.session, rx->hello.session, MIG_SESSION_LEN))
+		return qerr_set(e, EPROTO, "resuming another migration (session differs)");
+	if (h.vmin > rx->version || h.vmax < rx->version || h.page_size != MIG_PAGE ||
+	    h.ram_pages != rx->hello.ram_pages || h.features != (rx->hello.features | MIG_F_RESUME))
+		return qerr_set(e, EPROTO,
+				"the resumed HELLO disagrees with the first (versions, page size, "
+				"RAM or features)");
 	return 0;
 }
 

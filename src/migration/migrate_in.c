@@ -77,6 +77,16 @@ struct mig_in {
 	unsigned long *requested; /* a fill asked for it and has not taken it yet */
 	bool urgent_ready, pushed_all, pc_stop;
 	int pc_err;
+	/*
+	 * Recovery: after GO (until END) a broken channel pauses instead of
+	 * failing: faults wait, the worker waits for migrate-recover's
+	 * connection (resume_fd) and answers it with MISSING.
+	 */
+	unsigned long *placed;	 /* DISCARDed pages the engine has placed */
+	_Atomic bool resumable;	 /* between GO and END in post-copy */
+	bool paused;		 /* pc_lock: a channel broke, not resumed yet */
+	int resume_fd;		 /* pc_lock: that connection, for the worker */
+	bool link_broke;	 /* worker: run_incoming() lost the main connection */
 	_Atomic uint64_t pc_requests, pc_waited, pc_pushed;
 	struct uffd_lazy_stats lazy_st;
 	bool have_lazy_st;
@@ -157,6 +167,31 @@ static void pc_fail(struct mig_in *m, int err)
 	pthread_mutex_unlock(&m->pc_lock);
 }
 
+/*
+ * A channel broke: between GO and END, pause (faults wait, both channels
+ * are shut so the worker and the urgent thread notice); else fail.
+ */
+static void pc_broke(struct mig_in *m, int err)
+{
+	if (!m->resumable) {
+		pc_fail(m, err);
+		return;
+	}
+	pthread_mutex_lock(&m->pc_lock);
+	if (!m->paused) {
+		m->paused = true;
+		m->urgent_ready = false;
+		/* Asked on the lost channel: ask again once resumed. */
+		memset(m->requested, 0, mig_bitmap_words(m->rx.npages) * sizeof(unsigned long));
+		if (m->sock >= 0)
+			shutdown(m->sock, SHUT_RDWR);
+		if (m->usock >= 0)
+			shutdown(m->usock, SHUT_RDWR);
+	}
+	pthread_cond_broadcast(&m->pc_cond);
+	pthread_mutex_unlock(&m->pc_lock);
+}
+
 static enum uffd_page_kind pc_kind(void *opaque, uint64_t page)
 {
 	struct mig_in *m = opaque;
@@ -200,7 +235,7 @@ static int pc_fill(void *opaque, uint64_t page, void *dst)
 			if (ret) {
 				log_msg("migration: cannot request page %llu: %s",
 					(unsigned long long)page, e.msg);
-				pc_fail(m, ret);
+				pc_broke(m, ret);
 			}
 			pthread_mutex_lock(&m->pc_lock);
 			continue;
@@ -210,6 +245,7 @@ static int pc_fill(void *opaque, uint64_t page, void *dst)
 	if (m->stage[page]) {
 		memcpy(dst, m->stage[page], MIG_PAGE);
 		unstage(m, page);
+		mig_bit_set(m->placed, page);
 		/* Answered: pc_next() may drop a later copy of it. */
 		m->requested[page / MIG_BITS] &= ~(1UL << (page % MIG_BITS));
 		ret = 0;
@@ -292,10 +328,11 @@ static int pc_alloc(struct mig_in *m, struct qerr *e)
 		return 0;
 	m->missing = calloc(mig_bitmap_words(np), sizeof(unsigned long));
 	m->requested = calloc(mig_bitmap_words(np), sizeof(unsigned long));
+	m->placed = calloc(mig_bitmap_words(np), sizeof(unsigned long));
 	m->stage = calloc(np, sizeof(*m->stage));
 	m->qcap = 2 * np + 16;
 	m->queue = calloc(m->qcap, sizeof(*m->queue));
-	if (!m->missing || !m->requested || !m->stage || !m->queue)
+	if (!m->missing || !m->requested || !m->placed || !m->stage || !m->queue)
 		return qerr_set(e, ENOMEM, "out of memory for post-copy");
 	return 0;
 }
@@ -387,6 +424,8 @@ static void pc_teardown(struct mig_in *m)
 	m->missing = NULL;
 	free(m->requested);
 	m->requested = NULL;
+	free(m->placed);
+	m->placed = NULL;
 }
 
 /* The urgent channel: its HELLO, then answers to our requests. */
@@ -431,10 +470,10 @@ static void *urgent_main(void *opaque)
 	}
 	/* Closed by us at the end, or broken: a fault waiting for an answer fails. */
 	pthread_mutex_lock(&m->pc_lock);
-	if (!m->pc_stop)
+	if (!m->pc_stop && !m->paused)
 		log_msg("migration: the urgent channel ended: %s", e.msg);
 	pthread_mutex_unlock(&m->pc_lock);
-	pc_fail(m, ret);
+	pc_broke(m, ret);
 	return NULL;
 }
 
@@ -468,7 +507,7 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 {
 	struct mig_rx *rx = &m->rx;
 	uint32_t type, len;
-	bool first = true;
+	bool first = rx->phase == MIG_RX_HELLO;
 	int ret, timeout;
 
 	for (;;) {
@@ -483,6 +522,8 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 					"not a qlite migration stream (%s at its start)", re.msg);
 		if (ret && rx->phase == MIG_RX_HELLO && first)
 			return qerr_set(e, -ret, "%s before the migration began", re.msg);
+		if (ret && m->resumable)
+			m->link_broke = true; /* post-copy: pause, not fail */
 		if (ret == -ECONNRESET || ret == -EPIPE)
 			return qerr_set(e, -ret,
 					"the source went away during %s, after %llu bytes "
@@ -526,6 +567,7 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 			break;
 		case MIG_MSG_END:
 			if (rx->postcopy) {
+				m->resumable = false;
 				/* Everything was pushed: the engine places the rest, then done. */
 				pthread_mutex_lock(&m->pc_lock);
 				m->pushed_all = true;
@@ -536,6 +578,10 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 					return ret;
 				uffd_lazy_stats(m->lazy, &m->lazy_st);
 				m->have_lazy_st = true;
+				if (mig_send(&m->conn, MIG_MSG_PC_DONE, NULL, 0, NULL, 0, &re))
+					log_msg("migration: every page is here, but the source was "
+						"not told: %s",
+						re.msg);
 				return 0;
 			}
 			ret = mig_sync_call(&m->sync, MIG_EV_APPLY, e);
@@ -556,9 +602,110 @@ static int run_incoming(struct mig_in *m, struct qerr *e)
 					re.msg);
 			if (!rx->postcopy)
 				return 0;
+			m->resumable = true;
 			set_status(m, MIG_STATUS_POSTCOPY_ACTIVE);
 			break;
 		}
+	}
+}
+
+/*
+ * Post-copy's link broke: keep the VM (its faults wait) and wait for
+ * migrate-recover's connection; a resumed HELLO gets HELLO_ACK and MISSING,
+ * the pages not placed nor staged here. 0: go on; else stopping.
+ */
+static int pc_resume(struct mig_in *m, struct qerr *e)
+{
+	bool joined;
+
+	pc_broke(m, -ECONNRESET);
+	pthread_mutex_lock(&m->pc_lock);
+	joined = m->uthread_started;
+	m->usock = -1; /* pc_broke() shuts it under pc_lock: not once it is closed */
+	m->sock = -1;
+	pthread_mutex_unlock(&m->pc_lock);
+	if (joined)
+		pthread_join(m->uthread, NULL);
+	mig_conn_free(&m->uconn);
+	mig_conn_free(&m->conn);
+	pthread_mutex_lock(&m->pc_lock);
+	m->uthread_started = false;
+	pthread_mutex_unlock(&m->pc_lock);
+	log_msg("migration: post-copy paused: %s; waiting for migrate-recover", e->msg);
+	set_status(m, MIG_STATUS_POSTCOPY_PAUSED);
+	for (;;) {
+		struct qerr he = {0};
+		uint32_t type, len;
+		struct sbuf b;
+		int fd, ret;
+
+		pthread_mutex_lock(&m->pc_lock);
+		while (m->resume_fd < 0 && !m->pc_err && !mig_sync_cancelled(&m->sync))
+			pc_timed_wait(m);
+		fd = m->resume_fd;
+		m->resume_fd = -1;
+		pthread_mutex_unlock(&m->pc_lock);
+		if (fd < 0) {
+			struct qerr why = *e;
+
+			*e = (struct qerr){0};
+			return qerr_set(e, ECANCELED, "post-copy paused, then stopped: %s",
+					why.msg);
+		}
+		set_status(m, MIG_STATUS_POSTCOPY_RECOVER);
+		mig_sock_tcp_options(fd);
+		mig_conn_init(&m->conn, fd, true);
+		m->sock = fd;
+		ret = mig_recv(&m->conn, &type, &len, HELLO_TIMEOUT_MS, &he);
+		if (!ret && type != MIG_MSG_HELLO)
+			ret = qerr_set(&he, EPROTO, "it starts with %s", mig_msg_name(type));
+		if (!ret)
+			ret = mig_rx_resume_hello(&m->rx, m->conn.buf, len, &he);
+		sbuf_init(&b);
+		if (!ret) {
+			mig_ack_encode(m->rx.version, MIG_F_POSTCOPY | MIG_F_RESUME, &b);
+			ret = sbuf_status(&b) ? qerr_set(&he, ENOMEM, "out of memory")
+					      : mig_send(&m->conn, MIG_MSG_HELLO_ACK, b.data, b.len,
+							 NULL, 0, &he);
+		}
+		if (!ret) {
+			unsigned long *lack =
+				calloc(mig_bitmap_words(m->rx.npages), sizeof(unsigned long));
+
+			pthread_mutex_lock(&m->pc_lock);
+			for (uint64_t p = 0; lack && p < m->rx.npages; p++)
+				if (mig_bit_test(m->missing, p) && !mig_bit_test(m->placed, p) &&
+				    !m->stage[p])
+					mig_bit_set(lack, p);
+			m->paused = false; /* the urgent channel may join now */
+			pthread_mutex_unlock(&m->pc_lock);
+			sbuf_free(&b);
+			sbuf_init(&b);
+			if (lack)
+				mig_missing_encode(m->rx.npages, lack, &b);
+			free(lack);
+			ret = !lack || sbuf_status(&b)
+				      ? qerr_set(&he, ENOMEM, "out of memory")
+				      : mig_send(&m->conn, MIG_MSG_MISSING, b.data, b.len, NULL, 0,
+						 &he);
+		}
+		sbuf_free(&b);
+		if (!ret) {
+			m->link_broke = false;
+			*e = (struct qerr){0}; /* the first error wins: clear the break's */
+			log_msg("migration: post-copy resumed");
+			set_status(m, MIG_STATUS_POSTCOPY_ACTIVE);
+			return 0;
+		}
+		/* Not the source we wait for (or it broke again): keep waiting. */
+		log_msg("migration: post-copy recovery refused: %s", he.msg);
+		mig_send_error(&m->conn, -ret, he.msg);
+		pthread_mutex_lock(&m->pc_lock);
+		m->paused = true;
+		m->sock = -1;
+		pthread_mutex_unlock(&m->pc_lock);
+		mig_conn_free(&m->conn);
+		set_status(m, MIG_STATUS_POSTCOPY_PAUSED);
 	}
 }
 
@@ -568,6 +715,11 @@ static void *worker(void *opaque)
 	int ret;
 
 	ret = run_incoming(m, &m->err);
+	while (ret && m->link_broke && m->resumable) {
+		ret = pc_resume(m, &m->err);
+		if (!ret)
+			ret = run_incoming(m, &m->err);
+	}
 	if (ret && (!m->started || m->rx.postcopy)) {
 		if (!mig_sync_cancelled(&m->sync)) {
 			mig_send_error(&m->conn, -ret, m->err.msg);
@@ -722,6 +874,8 @@ void mig_in_free(struct mig_in *m)
 		pthread_join(m->thread, NULL);
 	}
 	pc_teardown(m);
+	if (m->resume_fd >= 0)
+		close(m->resume_fd);
 	mig_conn_free(&m->conn);
 	mig_conn_free(&m->uconn);
 	pthread_mutex_destroy(&m->pc_lock);
@@ -750,6 +904,7 @@ int mig_in_start(const char *uri, struct mig_in **out, struct qerr *e)
 	m->conn.fd = -1;
 	m->usock = -1;
 	m->uconn.fd = -1;
+	m->resume_fd = -1;
 	m->sync.efd = -1;
 	m->start_ns = time_now_ns();
 	pthread_mutex_init(&m->pc_lock, NULL);
@@ -784,6 +939,45 @@ err:
 	return ret;
 }
 
+int mig_in_recover(struct mig_in *m, const char *uri, struct qerr *e)
+{
+	struct mig_uri old = m->uri;
+	int old_fd = m->listen_fd, ret;
+	char *old_unlink = m->unlink_path;
+
+	if (m->status != MIG_STATUS_POSTCOPY_PAUSED)
+		return qerr_set(e, EINVAL, "migrate-recover: the migration is %s, not postcopy-paused",
+				mig_status_name(m->status));
+	ret = mig_uri_parse(uri, &m->uri, e);
+	if (!ret && m->uri.kind == MIG_URI_FD)
+		ret = qerr_set(e, EINVAL, "migrate-recover: fd:N cannot be listened on again");
+	if (ret) {
+		m->uri = old;
+		return ret;
+	}
+	m->listen_fd = -1;
+	m->unlink_path = NULL;
+	ret = m->uri.kind == MIG_URI_TCP ? listen_tcp(m, e) : listen_unix(m, e);
+	if (ret) {
+		if (m->unlink_path) {
+			unlink(m->unlink_path);
+			free(m->unlink_path);
+		}
+		m->uri = old;
+		m->listen_fd = old_fd;
+		m->unlink_path = old_unlink;
+		return ret;
+	}
+	if (old_fd >= 0)
+		close(old_fd);
+	if (old_unlink) {
+		unlink(old_unlink);
+		free(old_unlink);
+	}
+	log_msg("migration: waiting for the source to resume post-copy on %s", uri);
+	return 0;
+}
+
 int mig_in_listen_fd(const struct mig_in *m)
 {
 	return m->listen_fd;
@@ -797,17 +991,34 @@ int mig_in_accept(struct mig_in *m, struct qerr *e)
 		return errno == EAGAIN || errno == EINTR
 			       ? 0
 			       : qerr_set(e, errno, "accept: %s", strerror(errno));
-	if (m->thread_started && m->pc_ok && !m->uthread_started) {
-		/* Post-copy's urgent channel (its HELLO says; the thread checks). */
+	bool urgent = false;
+
+	pthread_mutex_lock(&m->pc_lock);
+	if (m->paused && m->resume_fd < 0) {
+		/* Post-copy recovery: the worker checks its HELLO. */
+		m->resume_fd = fd;
+		pthread_cond_broadcast(&m->pc_cond);
+		pthread_mutex_unlock(&m->pc_lock);
+		return 0;
+	}
+	if (m->thread_started && m->pc_ok && !m->uthread_started && !m->paused) {
+		urgent = true;
+		m->uthread_started = true;
 		mig_sock_tcp_options(fd);
 		mig_conn_init(&m->uconn, fd, true);
 		m->usock = fd;
+	}
+	pthread_mutex_unlock(&m->pc_lock);
+	if (urgent) {
+		/* Post-copy's urgent channel (its HELLO says; the thread checks). */
 		if (pthread_create(&m->uthread, NULL, urgent_main, m)) {
-			mig_conn_free(&m->uconn);
+			pthread_mutex_lock(&m->pc_lock);
 			m->usock = -1;
+			m->uthread_started = false;
+			pthread_mutex_unlock(&m->pc_lock);
+			mig_conn_free(&m->uconn);
 			return qerr_set(e, EAGAIN, "cannot start the urgent channel's thread");
 		}
-		m->uthread_started = true;
 		return 0;
 	}
 	if (m->thread_started) {

@@ -93,6 +93,11 @@ struct mig_out {
 	struct qerr uerr;
 	uint64_t pc_tx_start;
 	_Atomic uint64_t pc_requests, pc_pushed;
+
+	/* Recovery: a channel broke after RUNNING; migrate {resume} says where to. */
+	pthread_cond_t pc_cond; /* with pc_lock */
+	bool resume_req;	/* pc_lock */
+	struct mig_uri resume_uri;
 };
 
 static const uint8_t zero_page[MIG_PAGE];
@@ -795,6 +800,8 @@ static void *urgent_main(void *opaque)
 		j->pc_requests++;
 	}
 	j->uresult = ret;
+	if (ret && j->sock >= 0)
+		shutdown(j->sock, SHUT_RDWR); /* the push pauses too (post-copy recovery) */
 	return NULL;
 }
 
@@ -867,6 +874,8 @@ static int send_discards(struct mig_out *j, uint64_t *missing, struct qerr *e)
  * RUNNING), then push the rest in pre-paging order while the urgent
  * thread answers requests; END, and done when the destination closes.
  */
+static int pc_push(struct mig_out *j, struct qerr *e);
+
 static int postcopy(struct mig_out *j, struct qerr *e)
 {
 	uint8_t run[MIG_PCRUN_LEN];
@@ -925,6 +934,15 @@ static int postcopy(struct mig_out *j, struct qerr *e)
 	j->downtime_ns = time_now_ns() - j->pause_req_ns;
 	j->pc_tx_start = j->conn.tx_bytes + j->uconn.tx_bytes;
 	set_status(j, MIG_STATUS_POSTCOPY_ACTIVE);
+	return pc_push(j, e);
+}
+
+/* Push what the destination lacks, END, and wait for it to close. */
+static int pc_push(struct mig_out *j, struct qerr *e)
+{
+	struct qerr he = {0};
+	int ret;
+
 	for (;;) {
 		uint64_t first, n;
 
@@ -946,9 +964,9 @@ static int postcopy(struct mig_out *j, struct qerr *e)
 		ret = out_send(j, MIG_MSG_END, flags, sizeof(flags), NULL, 0, e);
 		if (ret)
 			return ret;
-		/* The destination closes the connection once every page is in place. */
+		/* PC_DONE once every page is in place (a bare close may be a broken link). */
 		ret = mig_recv(&j->conn, &type, &len, PC_DONE_TIMEOUT_MS, &he);
-		if (ret == -ECONNRESET)
+		if (!ret && type == MIG_MSG_PC_DONE)
 			return 0;
 		if (!ret && type == MIG_MSG_ERROR) {
 			char text[MIG_MAX_ERROR + 1];
@@ -956,8 +974,8 @@ static int postcopy(struct mig_out *j, struct qerr *e)
 
 			return qerr_set(e, err, "the destination failed in post-copy: %s", text);
 		}
-		return qerr_set(e, ret ? -ret : EPROTO, "after the last page, the destination %s",
-				ret ? he.msg : "sent a message instead of closing");
+		return qerr_set(e, ret ? -ret : EPROTO, "after the last page: %s",
+				ret ? he.msg : "the destination sent a message other than PC_DONE");
 	}
 }
 
@@ -974,6 +992,129 @@ static int urgent_stop(struct mig_out *j, bool wait, struct qerr *e)
 		return qerr_set(e, j->uerr.errnum ? j->uerr.errnum : -j->uresult, "%s",
 				j->uerr.msg);
 	return 0;
+}
+
+/* The resumed main channel: HELLO (MIG_F_RESUME, this session), HELLO_ACK, MISSING. */
+static int pc_reconnect(struct mig_out *j, struct qerr *e)
+{
+	struct mig_hello h = {
+		.vmin = MIG_VERSION_MIN,
+		.vmax = MIG_VERSION_MAX,
+		.features = MIG_F_POSTCOPY | MIG_F_RESUME,
+		.channel = MIG_CH_MAIN,
+		.page_size = MIG_PAGE,
+		.ram_pages = j->npages,
+	};
+	unsigned long *lack = NULL;
+	uint32_t version, type, len;
+	uint64_t features, n = 0;
+	struct sbuf b;
+	int ret;
+
+	ret = out_connect(j, &j->conn, &j->sock, e);
+	if (ret)
+		return ret;
+	memcpy(h.session, j->session, MIG_SESSION_LEN);
+	sbuf_init(&b);
+	mig_hello_encode(&h, &b);
+	ret = sbuf_status(&b) ? qerr_set(e, ENOMEM, "out of memory")
+			      : out_send(j, MIG_MSG_HELLO, b.data, b.len, NULL, 0, e);
+	sbuf_free(&b);
+	if (!ret)
+		ret = expect(j, MIG_MSG_HELLO_ACK, ACK_TIMEOUT_MS, NULL, e);
+	if (!ret)
+		ret = mig_ack_decode(j->conn.buf, MIG_ACK_LEN, &version, &features, e);
+	if (!ret && (features & ~h.features || !(features & MIG_F_RESUME)))
+		ret = qerr_set(e, EPROTO, "the destination answered a resume with features 0x%llx",
+			       (unsigned long long)features);
+	if (!ret)
+		ret = mig_recv(&j->conn, &type, &len, ACK_TIMEOUT_MS, e);
+	if (ret)
+		return ret;
+	if (type != MIG_MSG_MISSING)
+		return qerr_set(e, EPROTO, "the destination sent %s where MISSING was due",
+				mig_msg_name(type));
+	lack = malloc(mig_bitmap_words(j->npages) * sizeof(*lack));
+	if (!lack)
+		return qerr_set(e, ENOMEM, "out of memory");
+	ret = mig_missing_decode(j->conn.buf, len, j->npages, lack, e);
+	if (!ret) {
+		/* Sent but lost with the link (or never sent): they go again. */
+		pthread_mutex_lock(&j->pc_lock);
+		for (uint64_t p = 0; p < j->npages; p++)
+			if (mig_bit_test(lack, p) && mig_prepage_unmark(&j->pp, p))
+				n++;
+		j->remaining = mig_prepage_left(&j->pp);
+		pthread_mutex_unlock(&j->pc_lock);
+		log_msg("migration: resuming post-copy: %llu page(s) lost in flight, %llu to send",
+			(unsigned long long)n, (unsigned long long)j->remaining);
+	}
+	free(lack);
+	if (!ret)
+		ret = urgent_connect(j, e);
+	j->uresult = 0;
+	j->uerr = (struct qerr){0};
+	if (!ret && pthread_create(&j->uthread, NULL, urgent_main, j))
+		ret = qerr_set(e, EAGAIN, "cannot start the urgent channel's thread");
+	if (!ret)
+		j->uthread_started = true;
+	return ret;
+}
+
+/*
+ * Post-copy broke after the destination took the VM: keep every page (the
+ * VM stays paused here), status postcopy-paused, and wait for
+ * mig_out_resume(); reconnect and go on. 0: resumed; else abandoned.
+ */
+static int pc_pause(struct mig_out *j, struct qerr *e)
+{
+	urgent_stop(j, false, NULL);
+	j->usock = -1;
+	mig_conn_free(&j->uconn);
+	j->sock = -1;
+	mig_conn_free(&j->conn);
+	log_msg("migration: post-copy paused: %s", e->msg);
+	set_status(j, MIG_STATUS_POSTCOPY_PAUSED);
+	for (;;) {
+		struct qerr ce = {0};
+		int ret;
+
+		pthread_mutex_lock(&j->pc_lock);
+		while (!j->resume_req && !mig_sync_cancelled(&j->sync)) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec++;
+			pthread_cond_timedwait(&j->pc_cond, &j->pc_lock, &ts);
+		}
+		j->resume_req = false;
+		if (!mig_sync_cancelled(&j->sync))
+			j->uri = j->resume_uri;
+		pthread_mutex_unlock(&j->pc_lock);
+		if (mig_sync_cancelled(&j->sync)) {
+			struct qerr why = *e;
+
+			*e = (struct qerr){0};
+			return qerr_set(e, ECANCELED, "post-copy paused (%s), then abandoned",
+					why.msg);
+		}
+		set_status(j, MIG_STATUS_POSTCOPY_RECOVER);
+		ret = pc_reconnect(j, &ce);
+		if (!ret) {
+			*e = (struct qerr){0}; /* the first error wins: clear the break's */
+			set_status(j, MIG_STATUS_POSTCOPY_ACTIVE);
+			return 0;
+		}
+		log_msg("migration: post-copy recovery failed: %s", ce.msg);
+		urgent_stop(j, false, NULL);
+		j->usock = -1;
+		mig_conn_free(&j->uconn);
+		j->sock = -1;
+		mig_conn_free(&j->conn);
+		*e = (struct qerr){0};
+		qerr_set(e, ce.errnum ? ce.errnum : -ret, "%s", ce.msg);
+		set_status(j, MIG_STATUS_POSTCOPY_PAUSED);
+	}
 }
 
 static void *worker(void *opaque)
@@ -997,6 +1138,14 @@ static void *worker(void *opaque)
 		/* Done: the destination closed the urgent channel too (or it broke). */
 		if (!ret)
 			ret = urgent_stop(j, true, e);
+		/* After RUNNING the destination runs the VM: pause, never fail. */
+		while (ret && j->pc_tx_start && !mig_sync_cancelled(&j->sync)) {
+			ret = pc_pause(j, e);
+			if (!ret)
+				ret = pc_push(j, e);
+			if (!ret)
+				ret = urgent_stop(j, true, e);
+		}
 	} else if (!ret) {
 		ret = switchover(j, round, e);
 	}
@@ -1049,6 +1198,7 @@ void mig_out_free(struct mig_out *j)
 	mig_conn_free(&j->conn);
 	mig_conn_free(&j->uconn);
 	pthread_mutex_destroy(&j->pc_lock);
+	pthread_cond_destroy(&j->pc_cond);
 	if (j->uri.kind == MIG_URI_FD && j->uri.fd >= 0)
 		close(j->uri.fd);
 	mig_sync_destroy(&j->sync);
@@ -1076,6 +1226,7 @@ int mig_out_start(struct vm *vm, const char *uri, const struct mig_params *p, st
 	j->usock = -1;
 	j->uconn.fd = -1;
 	pthread_mutex_init(&j->pc_lock, NULL);
+	pthread_cond_init(&j->pc_cond, NULL);
 	j->sync.efd = -1;
 	j->npages = vm->mem.ram_size / MIG_PAGE;
 	j->max_bw = p->max_bandwidth;
@@ -1197,6 +1348,29 @@ int mig_out_start_postcopy(struct mig_out *j, struct qerr *e)
 		return qerr_set(e, EINVAL, "the migration is past pre-copy (status %s)",
 				mig_status_name(j->status));
 	j->pc_request = true;
+	return 0;
+}
+
+int mig_out_resume(struct mig_out *j, const char *uri, struct qerr *e)
+{
+	struct mig_uri u;
+	int ret;
+
+	if (j->status != MIG_STATUS_POSTCOPY_PAUSED)
+		return qerr_set(e, EINVAL, "migrate resume: the migration is %s, not postcopy-paused",
+				mig_status_name(j->status));
+	ret = mig_uri_parse(uri, &u, e);
+	if (ret)
+		return ret;
+	if (u.kind == MIG_URI_FD)
+		return qerr_set(e, EOPNOTSUPP,
+				"migrate resume: post-copy needs two connections, which fd:N "
+				"cannot make");
+	pthread_mutex_lock(&j->pc_lock);
+	j->resume_uri = u;
+	j->resume_req = true;
+	pthread_cond_broadcast(&j->pc_cond);
+	pthread_mutex_unlock(&j->pc_lock);
 	return 0;
 }
 

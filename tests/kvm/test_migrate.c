@@ -20,7 +20,10 @@
  *
  * Then post-copy (run 5): a guest switched after round 0 to a `qlite run
  * --incoming` destination must print the RESULT of an uninterrupted run;
- * both sides report post-copy figures. MIG_TEST=postcopy runs only that.
+ * both sides report post-copy figures. Then recovery (run 6): the link,
+ * through a relay that holds the push after GO, is cut mid-post-copy; both
+ * sides must report postcopy-paused, migrate-recover and migrate {resume}
+ * must finish it with the exact RESULT. MIG_TEST=postcopy runs only those.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -205,7 +208,7 @@ struct driver {
 	struct ktest *t;
 	char qmp_path[256];
 	struct qmp_conn q;     /* the driver thread's: the main thread runs the VM's loop */
-	char statuses[16][16]; /* MIGRATION events of the current migration */
+	char statuses[16][24];/* MIGRATION events of the current migration */
 	unsigned int nstatus;
 	unsigned int passes, stops, resumes;
 	struct json_object *last; /* the last MIGRATION_PROGRESS */
@@ -230,7 +233,7 @@ static void on_event(void *opaque, struct json_object *ev)
 		const char *s = jstr(data, "status");
 
 		if (d->nstatus < 16)
-			snprintf(d->statuses[d->nstatus++], 16, "%s", s);
+			snprintf(d->statuses[d->nstatus++], sizeof(d->statuses[0]), "%s", s);
 		if (!strcmp(s, "completed") || !strcmp(s, "failed") || !strcmp(s, "cancelled"))
 			d->ended = true;
 	} else if (!strcmp(n, "MIGRATION_PROGRESS")) {
@@ -653,6 +656,289 @@ static void *drive_pc(void *arg)
 		pc_active |= !strcmp(d->statuses[i], "postcopy-active");
 	CHECK(pc_active);
 	d->final = json_object_get(d->last);
+	qmp_conn_close(&d->q);
+	return NULL;
+}
+
+/*
+ * ---- a link that breaks mid-post-copy (run 6) ----
+ * A relay between the source and the destination. On the first (main)
+ * connection it forwards the source's messages up to GO, then holds the
+ * rest (the push stays in flight); other connections (the urgent channel)
+ * go through. proxy_cut() closes everything: the link is gone with
+ * pages in it.
+ */
+struct proxy {
+	char path[200], dest[200];
+	int lfd, cut_pipe[2];
+	pthread_t th;
+};
+
+static bool read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+
+		if (r <= 0)
+			return false;
+		got += (size_t)r;
+	}
+	return true;
+}
+
+static bool write_full(int fd, const void *buf, size_t n)
+{
+	size_t put = 0;
+
+	while (put < n) {
+		ssize_t r = send(fd, (const char *)buf + put, n - put, MSG_NOSIGNAL);
+
+		if (r <= 0)
+			return false;
+		put += (size_t)r;
+	}
+	return true;
+}
+
+static void *proxy_main(void *arg)
+{
+	struct proxy *px = arg;
+	int src[2] = {-1, -1}, dst[2] = {-1, -1}, nconn = 0;
+	bool held = false, done = false;
+
+	while (!done) {
+		struct pollfd pf[6];
+		int n = 0, ip = -1, is[2] = {-1, -1}, id[2] = {-1, -1};
+
+		pf[n] = (struct pollfd){.fd = px->cut_pipe[0], .events = POLLIN};
+		n++;
+		if (nconn < 2) {
+			ip = n;
+			pf[n++] = (struct pollfd){.fd = px->lfd, .events = POLLIN};
+		}
+		for (int i = 0; i < nconn; i++) {
+			if (!(i == 0 && held)) {
+				is[i] = n;
+				pf[n++] = (struct pollfd){.fd = src[i], .events = POLLIN};
+			}
+			id[i] = n;
+			pf[n++] = (struct pollfd){.fd = dst[i], .events = POLLIN};
+		}
+		if (poll(pf, (nfds_t)n, -1) < 0)
+			break;
+		if (pf[0].revents)
+			break;
+		if (ip >= 0 && pf[ip].revents) {
+			struct sockaddr_un sa = {.sun_family = AF_UNIX};
+			int a = accept(px->lfd, NULL, NULL), b = socket(AF_UNIX, SOCK_STREAM, 0);
+
+			snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", px->dest);
+			if (a < 0 || b < 0 || connect(b, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+				fprintf(stderr, "FAIL proxy: cannot relay a connection\n"), failures++;
+				break;
+			}
+			src[nconn] = a;
+			dst[nconn] = b;
+			nconn++;
+		}
+		for (int i = 0; i < nconn && !done; i++) {
+			char buf[65536];
+
+			if (is[i] >= 0 && pf[is[i]].revents) {
+				if (i == 0) {
+					/* Message by message, to stop right after GO. */
+					uint8_t hdr[8];
+					uint32_t type, len;
+					char *pl;
+
+					if (!read_full(src[0], hdr, 8)) {
+						done = true;
+						break;
+					}
+					type = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 |
+					       (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+					len = (uint32_t)hdr[4] | (uint32_t)hdr[5] << 8 |
+					      (uint32_t)hdr[6] << 16 | (uint32_t)hdr[7] << 24;
+					pl = malloc(len ? len : 1);
+					if (!pl || !read_full(src[0], pl, len) ||
+					    !write_full(dst[0], hdr, 8) || !write_full(dst[0], pl, len))
+						done = true;
+					free(pl);
+					if (type == MIG_MSG_GO)
+						held = true;
+				} else {
+					ssize_t r = read(src[i], buf, sizeof(buf));
+
+					if (r <= 0 || !write_full(dst[i], buf, (size_t)r))
+						done = true;
+				}
+			}
+			if (!done && id[i] >= 0 && pf[id[i]].revents) {
+				ssize_t r = read(dst[i], buf, sizeof(buf));
+
+				if (r <= 0 || !write_full(src[i], buf, (size_t)r))
+					done = true;
+			}
+		}
+	}
+	/* Cut (or an end): whatever is held is lost with the link. */
+	for (int i = 0; i < nconn; i++) {
+		shutdown(src[i], SHUT_RDWR);
+		shutdown(dst[i], SHUT_RDWR);
+		close(src[i]);
+		close(dst[i]);
+	}
+	return NULL;
+}
+
+static void proxy_start(struct proxy *px, const char *path, const char *dest)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+	snprintf(px->path, sizeof(px->path), "%s", path);
+	snprintf(px->dest, sizeof(px->dest), "%s", dest);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%.100s", path);
+	px->lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	CHECK(px->lfd >= 0 && bind(px->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	      listen(px->lfd, 4) == 0);
+	CHECK(pipe(px->cut_pipe) == 0);
+	pthread_create(&px->th, NULL, proxy_main, px);
+}
+
+static void proxy_cut(struct proxy *px)
+{
+	if (px->cut_pipe[1] < 0)
+		return;
+	if (write(px->cut_pipe[1], "x", 1) != 1)
+		fprintf(stderr, "proxy: cannot signal the cut\n");
+	pthread_join(px->th, NULL);
+	close(px->lfd);
+	close(px->cut_pipe[0]);
+	close(px->cut_pipe[1]);
+	px->cut_pipe[1] = -1;
+}
+
+struct recover_run {
+	struct driver d;
+	struct proxy px;
+	char dqmp[256], rec_uri[220];
+};
+
+static bool saw_status(struct driver *d, const char *s)
+{
+	for (unsigned int i = 0; i < d->nstatus; i++)
+		if (!strcmp(d->statuses[i], s))
+			return true;
+	return false;
+}
+
+/* Wait for a MIGRATION status on the source (events) for up to @ms. */
+static bool wait_status(struct driver *d, const char *s, int ms)
+{
+	struct qerr e = {0};
+
+	for (int i = 0; i < ms / 50 && !saw_status(d, s); i++)
+		if (qmp_conn_wait(&d->q, 50, &e))
+			break;
+	return saw_status(d, s);
+}
+
+/* The destination's query-migrate status. */
+static bool dest_status_is(struct qmp_conn *q, const char *want, int ms)
+{
+	for (int i = 0; i < ms / 50; i++) {
+		struct qerr e = {0};
+		struct json_object *r = qmp(q, "query-migrate", NULL, &e);
+		bool ok = r && !strcmp(jstr(r, "status"), want);
+
+		json_object_put(r);
+		if (ok)
+			return true;
+		usleep(50000);
+	}
+	return false;
+}
+
+static void *drive_recover(void *arg)
+{
+	struct recover_run *rr = arg;
+	struct driver *d = &rr->d;
+	struct qmp_conn dq = {.fd = -1};
+	struct qerr e = {0};
+	struct json_object *r;
+	char args[300];
+
+	if (!qmp_open_retry(&d->q, d->qmp_path) || !qmp_open_retry(&dq, rr->dqmp))
+		return NULL;
+	d->q.on_event = on_event;
+	d->q.opaque = d;
+	wait_round(d, 2);
+	r = qmp(&d->q, "migrate-set-capabilities",
+		"{\"capabilities\": [{\"capability\": \"postcopy-ram\", \"state\": true}]}", &e);
+	CHECK(r);
+	json_object_put(r);
+	r = qmp(&d->q, "migrate-set-parameters", "{\"max-bandwidth\": 1048576}", &e);
+	CHECK(r);
+	json_object_put(r);
+	/* Nothing to resume yet. */
+	snprintf(args, sizeof(args), "{\"uri\": \"%s\", \"resume\": true}", rr->rec_uri);
+	r = qmp(&d->q, "migrate", args, &e);
+	CHECK(!r);
+	json_object_put(r);
+	CHECK(migrate_start(d, d->d1_qmp, &e));
+	r = qmp(&d->q, "migrate-start-postcopy", NULL, &e);
+	CHECK(r);
+	json_object_put(r);
+	/* The proxy holds the push after GO: post-copy cannot finish before the cut. */
+	if (!wait_status(d, "postcopy-active", 60000)) {
+		fprintf(stderr, "FAIL recovery: no postcopy-active\n"), failures++;
+		proxy_cut(&rr->px);
+		goto out;
+	}
+	usleep(200000); /* the guest runs there, faulting on what is missing */
+	proxy_cut(&rr->px);
+	CHECK(wait_status(d, "postcopy-paused", 30000));
+	CHECK(dest_status_is(&dq, "postcopy-paused", 30000));
+	/* A resume before the destination listens again fails, and stays paused. */
+	snprintf(args, sizeof(args), "{\"uri\": \"%s\"}", rr->rec_uri);
+	r = qmp(&dq, "migrate-recover", args, &e);
+	CHECK(r);
+	json_object_put(r);
+	snprintf(args, sizeof(args), "{\"uri\": \"%s\", \"resume\": true}", rr->rec_uri);
+	r = qmp(&d->q, "migrate", args, &e);
+	if (!r)
+		fprintf(stderr, "FAIL migrate resume: %s\n", e.msg), failures++;
+	json_object_put(r);
+	if (strcmp(migrate_wait(d), "completed")) {
+		fprintf(stderr, "FAIL recovered post-copy: %s\n", jstr(d->last, "error-desc"));
+		failures++;
+	}
+	CHECK(saw_status(d, "postcopy-recover"));
+	CHECK(dest_status_is(&dq, "completed", 30000));
+	/*
+	 * The relay held the whole push: every pushed page the destination
+	 * got came after the resume, because MISSING gave them back.
+	 */
+	r = qmp(&dq, "query-migrate", NULL, &e);
+	{
+		struct json_object *pc = NULL;
+
+		CHECK(r && json_object_object_get_ex(r, "postcopy", &pc) &&
+		      jint(pc, "pages-pushed") > 0);
+		if (pc)
+			printf("post-copy recovery, the destination: %s\n",
+			       json_object_to_json_string(pc));
+	}
+	json_object_put(r);
+	printf("post-copy recovery, source statuses:");
+	for (unsigned int i = 0; i < d->nstatus; i++)
+		printf(" %s", d->statuses[i]);
+	printf("\n");
+	d->final = json_object_get(d->last);
+out:
+	qmp_conn_close(&dq);
 	qmp_conn_close(&d->q);
 	return NULL;
 }
@@ -1132,6 +1418,44 @@ postcopy:
 		child_free(&dpc);
 		json_object_put(d5.final);
 		json_object_put(d5.last);
+	}
+	/* 6. Post-copy recovery: the link breaks mid-post-copy, migrate-recover and resume. */
+	{
+		struct recover_run rr = {0};
+		struct child dr;
+		char durl[220], dsock[200], psock[200];
+
+		snprintf(dsock, sizeof(dsock), "%s/pcr.sock", tmpdir);
+		snprintf(durl, sizeof(durl), "unix:%s", dsock);
+		snprintf(psock, sizeof(psock), "%s/pcr-proxy.sock", tmpdir);
+		snprintf(rr.dqmp, sizeof(rr.dqmp), "%s/pcr-qmp.sock", tmpdir);
+		snprintf(rr.rec_uri, sizeof(rr.rec_uri), "unix:%s/pcr-rec.sock", tmpdir);
+		start_dest(&dr, durl, rr.dqmp, NULL, -1);
+		proxy_start(&rr.px, psock, dsock);
+		CHECK(ktest_create(&t, 1, MEM) == 0);
+		{
+			static char spec[300];
+
+			snprintf(sock, sizeof(sock), "%s/qmp4.sock", tmpdir);
+			snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", sock);
+			t.qmp = spec;
+		}
+		CHECK(ktest_start(&t, GT_MIGRATE_SUM) == 0);
+		rr.d.t = &t;
+		snprintf(rr.d.qmp_path, sizeof(rr.d.qmp_path), "%s", sock);
+		snprintf(rr.d.d1_qmp, sizeof(rr.d.d1_qmp), "unix:%s", psock);
+		pthread_create(&th, NULL, drive_recover, &rr);
+		CHECK(ktest_run(&t, 120) == VM_STOP_QUIT);
+		pthread_join(th, NULL);
+		proxy_cut(&rr.px);
+		ktest_destroy(&t);
+		if (rr.d.final)
+			print_figures("post-copy, link cut and recovered", rr.d.final);
+		rc = child_wait(&dr);
+		check_result("recovered post-copy destination", &dr, rc, ref);
+		child_free(&dr);
+		json_object_put(rr.d.final);
+		json_object_put(rr.d.last);
 	}
 	snprintf(sock, sizeof(sock), "rm -rf '%s'", tmpdir);
 	if (system(sock))

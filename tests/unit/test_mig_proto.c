@@ -1096,10 +1096,86 @@ static void test_rx_postcopy_hostile(void **state)
 	assert_int_equal(x->f.page_calls, 0);
 }
 
+/* MISSING: the destination's bitmap of the pages it lacks, checked like any input. */
+static void test_missing_codec(void **state)
+{
+	unsigned long in[mig_bitmap_words(130)], out[mig_bitmap_words(130)];
+	struct qerr e = {0};
+	struct sbuf b;
+
+	(void)state;
+	memset(in, 0, sizeof(in));
+	mig_bit_set(in, 0);
+	mig_bit_set(in, 64);
+	mig_bit_set(in, 129);
+	sbuf_init(&b);
+	mig_missing_encode(130, in, &b);
+	assert_int_equal(b.len, 8 + 3 * 8);
+	memset(out, 0xff, sizeof(out));
+	assert_int_equal(mig_missing_decode(b.data, b.len, 130, out, &e), 0);
+	for (uint64_t p = 0; p < 130; p++)
+		assert_int_equal(mig_bit_test(out, p), mig_bit_test(in, p));
+	/* Another VM size, a wrong length, a bit past the last page. */
+	e = (struct qerr){0};
+	assert_int_equal(mig_missing_decode(b.data, b.len, 131, out, &e), -EPROTO);
+	assert_non_null(strstr(e.msg, "130 pages"));
+	assert_int_equal(mig_missing_decode(b.data, b.len - 8, 130, out, &e), -EBADMSG);
+	assert_int_equal(mig_missing_decode(b.data, b.len - 1, 130, out, &e), -EBADMSG);
+	assert_int_equal(mig_missing_decode(b.data, 4, 130, out, &e), -EBADMSG);
+	b.data[8 + 2 * 8] |= 1 << 2; /* page 130 */
+	e = (struct qerr){0};
+	assert_int_equal(mig_missing_decode(b.data, b.len, 130, out, &e), -ERANGE);
+	assert_non_null(strstr(e.msg, "page 130"));
+	sbuf_free(&b);
+	/* Only the destination sends it. */
+	assert_int_equal(mig_check_hdr(MIG_MSG_MISSING, 16, true, &e), -EBADMSG);
+	assert_int_equal(mig_check_hdr(MIG_MSG_MISSING, 16, false, &e), 0);
+	assert_int_equal(mig_check_hdr(MIG_MSG_PC_DONE, 0, false, &e), 0);
+	assert_int_equal(mig_check_hdr(MIG_MSG_PC_DONE, 1, false, &e), -EBADMSG);
+}
+
+/* A resumed main channel: this session, RESUME, in post-copy only. */
+static void test_rx_resume_hello(void **state)
+{
+	struct fx *x = *state;
+	struct qerr e = {0};
+	size_t n;
+
+	/* A fresh destination has nothing to resume. */
+	x->rx.supported = MIG_F_POSTCOPY;
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY | MIG_F_RESUME, 7);
+	assert_int_equal(msg(x, MIG_MSG_HELLO, x->buf, n), -EPROTO);
+	mig_rx_free(&x->rx);
+	mig_rx_init(&x->rx, &fake_ops, &x->f);
+	pc_prologue(x);
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY | MIG_F_RESUME, 7);
+	/* Not in post-copy yet. */
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, n, &e), -EPROTO);
+	x->rx.phase = MIG_RX_POSTCOPY;
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, n, &e), 0);
+	/* Another session, the urgent channel, no RESUME (a new migration), other features. */
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY | MIG_F_RESUME, 8);
+	e = (struct qerr){0};
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, n, &e), -EPROTO);
+	assert_non_null(strstr(e.msg, "session"));
+	n = pc_hello(x->buf, MIG_CH_URGENT, MIG_F_POSTCOPY | MIG_F_RESUME, 7);
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, n, &e), -EPROTO);
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY, 7);
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, n, &e), -EBUSY);
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_RESUME, 7);
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, n, &e), -EPROTO);
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, 10, &e), -EBADMSG);
+	x->rx.phase = MIG_RX_DONE;
+	n = pc_hello(x->buf, MIG_CH_MAIN, MIG_F_POSTCOPY | MIG_F_RESUME, 7);
+	assert_int_equal(mig_rx_resume_hello(&x->rx, x->buf, n, &e), -EPROTO);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_page_request_codec),
+		cmocka_unit_test(test_missing_codec),
+		cmocka_unit_test_setup_teardown(test_rx_resume_hello, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_postcopy_good, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rx_postcopy_hostile, setup, teardown),
 		cmocka_unit_test(test_uri),
