@@ -479,6 +479,48 @@ static int expect(struct mig_out *j, uint32_t want, int timeout_ms, bool *refuse
 	return 0;
 }
 
+/*
+ * GO, then wait for RUNNING. Past GO the destination may run the VM: the
+ * source never resumes unasked, unless the destination refuses (it sends
+ * that only if nothing runs there).
+ */
+static int hand_over(struct mig_out *j, bool postcopy, struct qerr *e)
+{
+	struct qerr he = { 0 };
+	bool refused = false;
+	int ret;
+
+	pthread_mutex_lock(&j->sync.lock);
+	if (j->sync.cancel) {
+		pthread_mutex_unlock(&j->sync.lock);
+		return qerr_set(e, ECANCELED, "cancelled");
+	}
+	j->handed_over = true;
+	pthread_mutex_unlock(&j->sync.lock);
+	ret = mig_send(&j->conn, MIG_MSG_GO, NULL, 0, NULL, 0, &he);
+	if (!ret)
+		ret = expect(j, MIG_MSG_RUNNING, ACK_TIMEOUT_MS, &refused, &he);
+	if (ret && refused) {
+		pthread_mutex_lock(&j->sync.lock);
+		j->handed_over = false;
+		pthread_mutex_unlock(&j->sync.lock);
+		return qerr_set(e, -ret, "%s", he.msg);
+	}
+	if (ret && postcopy)
+		return qerr_set(e, -ret,
+				"the VM was handed over (post-copy) but the destination did not "
+				"confirm it runs it (%s); it stays paused here",
+				he.msg);
+	if (ret)
+		return qerr_set(e, -ret,
+				"the VM was handed over but the destination did not confirm it "
+				"runs it (%s); it stays paused here: resume it ('cont') only if "
+				"the destination is not running it",
+				he.msg);
+	return 0;
+}
+
+
 static int handshake(struct mig_out *j, struct qerr *e)
 {
 	struct mig_hello h = {
@@ -632,8 +674,6 @@ static int precopy(struct mig_out *j, uint32_t *round, bool *pc, struct qerr *e)
 static int switchover(struct mig_out *j, uint32_t round, struct qerr *e)
 {
 	uint8_t flags[4] = {0};
-	struct qerr he = {0};
-	bool refused = false;
 	uint64_t n;
 	int ret;
 
@@ -663,31 +703,9 @@ static int switchover(struct mig_out *j, uint32_t round, struct qerr *e)
 		ret = expect(j, MIG_MSG_READY, READY_TIMEOUT_MS, NULL, e);
 	if (ret)
 		return ret;
-	/* Past this point the destination may run the VM: never resume here unasked. */
-	pthread_mutex_lock(&j->sync.lock);
-	if (j->sync.cancel) {
-		pthread_mutex_unlock(&j->sync.lock);
-		return qerr_set(e, ECANCELED, "cancelled");
-	}
-	j->handed_over = true;
-	pthread_mutex_unlock(&j->sync.lock);
-	ret = mig_send(&j->conn, MIG_MSG_GO, NULL, 0, NULL, 0, &he);
-	if (!ret)
-		ret = expect(j, MIG_MSG_RUNNING, ACK_TIMEOUT_MS, &refused, &he);
-	if (ret && refused) {
-		/* It says it could not start the VM, and it sends that only if nothing runs. */
-		pthread_mutex_lock(&j->sync.lock);
-		j->handed_over = false;
-		pthread_mutex_unlock(&j->sync.lock);
-		return qerr_set(e, -ret, "%s", he.msg);
-	}
+	ret = hand_over(j, false, e);
 	if (ret)
-		return qerr_set(e, -ret,
-				"the VM was handed over but the destination did not confirm it "
-				"runs it (%s); "
-				"it stays paused here: resume it ('cont') only if the destination "
-				"is not running it",
-				he.msg);
+		return ret;
 	j->downtime_ns = time_now_ns() - j->pause_req_ns;
 	return 0;
 }
@@ -879,8 +897,6 @@ static int pc_push(struct mig_out *j, struct qerr *e);
 static int postcopy(struct mig_out *j, struct qerr *e)
 {
 	uint8_t run[MIG_PCRUN_LEN];
-	struct qerr he = {0};
-	bool refused = false;
 	uint64_t missing;
 	int ret;
 
@@ -910,27 +926,9 @@ static int postcopy(struct mig_out *j, struct qerr *e)
 		ret = expect(j, MIG_MSG_READY, READY_TIMEOUT_MS, NULL, e);
 	if (ret)
 		return ret;
-	pthread_mutex_lock(&j->sync.lock);
-	if (j->sync.cancel) {
-		pthread_mutex_unlock(&j->sync.lock);
-		return qerr_set(e, ECANCELED, "cancelled");
-	}
-	j->handed_over = true;
-	pthread_mutex_unlock(&j->sync.lock);
-	ret = mig_send(&j->conn, MIG_MSG_GO, NULL, 0, NULL, 0, &he);
-	if (!ret)
-		ret = expect(j, MIG_MSG_RUNNING, ACK_TIMEOUT_MS, &refused, &he);
-	if (ret && refused) {
-		pthread_mutex_lock(&j->sync.lock);
-		j->handed_over = false;
-		pthread_mutex_unlock(&j->sync.lock);
-		return qerr_set(e, -ret, "%s", he.msg);
-	}
+	ret = hand_over(j, true, e);
 	if (ret)
-		return qerr_set(e, -ret,
-				"the VM was handed over (post-copy) but the destination did not "
-				"confirm it runs it (%s); it stays paused here",
-				he.msg);
+		return ret;
 	j->downtime_ns = time_now_ns() - j->pause_req_ns;
 	j->pc_tx_start = j->conn.tx_bytes + j->uconn.tx_bytes;
 	set_status(j, MIG_STATUS_POSTCOPY_ACTIVE);

@@ -394,10 +394,13 @@ static void serial_puthex(uint64_t v)
 }
 
 /*
- * Deterministic work over a large buffer: a checkpoint taken between
- * rounds, restored in another process, must end with the same RESULT.
+ * Deterministic work over a buffer, @rounds rewrites and checksums of it,
+ * each at least MG_ROUND_CYCLES long (the work alone is microseconds on
+ * real KVM); the round count goes to shared[@slot]. A checkpoint or a
+ * migration taken between rounds must end with the same RESULT.
  */
-static void test_ckpt_sum(volatile uint64_t *shared)
+static void sum_rounds(volatile uint64_t *shared, unsigned int slot, unsigned int rounds,
+		       unsigned int print_every)
 {
 	uint64_t *buf = (uint64_t *)CK_BUF, n = CK_BUF_SIZE / 8, i, x = 0x9e3779b97f4a7c15ULL;
 	uint64_t sum = 0, t0 = rdtsc();
@@ -409,53 +412,18 @@ static void test_ckpt_sum(volatile uint64_t *shared)
 		x ^= x << 17;
 		buf[i] = (i / 512) % 8 == 3 ? 0 : x;
 	}
-	for (round = 0; round < CK_ROUNDS; round++) {
+	for (round = 0; round < rounds; round++) {
 		for (i = 0; i < n; i++) {
 			if ((i / 512) % 8 == 3)
 				continue;
 			buf[i] = buf[i] * 6364136223846793005ULL + round + 1;
 			sum = (sum << 7 | sum >> 57) ^ buf[i];
 		}
-		/* A floor per round: on real KVM the work alone is microseconds. */
 		while (rdtsc() - t0 < MG_ROUND_CYCLES)
 			__asm__ volatile("pause");
 		t0 = rdtsc();
-		shared[CK_ROUND] = round + 1;
-		serial_puts("round ");
-		serial_puthex(round + 1);
-		serial_puts("\n");
-	}
-	serial_puts("RESULT ");
-	serial_puthex(sum);
-	serial_puts("\n");
-}
-
-/* Many rounds over the same buffer: live migration's pre-copy sees it dirty. */
-static void test_migrate_sum(volatile uint64_t *shared)
-{
-	uint64_t *buf = (uint64_t *)CK_BUF, n = CK_BUF_SIZE / 8, i, x = 0x9e3779b97f4a7c15ULL;
-	uint64_t sum = 0, t0 = rdtsc();
-	unsigned int round;
-
-	for (i = 0; i < n; i++) {
-		x ^= x << 13;
-		x ^= x >> 7;
-		x ^= x << 17;
-		buf[i] = (i / 512) % 8 == 3 ? 0 : x;
-	}
-	for (round = 0; round < MG_ROUNDS; round++) {
-		for (i = 0; i < n; i++) {
-			if ((i / 512) % 8 == 3)
-				continue;
-			buf[i] = buf[i] * 6364136223846793005ULL + round + 1;
-			sum = (sum << 7 | sum >> 57) ^ buf[i];
-		}
-		/* At least MG_ROUND_CYCLES a round, so that real KVM is slow enough too. */
-		while (rdtsc() - t0 < MG_ROUND_CYCLES)
-			__asm__ volatile("pause");
-		t0 = rdtsc();
-		shared[MG_ROUND] = round + 1;
-		if ((round + 1) % MG_PRINT_EVERY == 0) {
+		shared[slot] = round + 1;
+		if ((round + 1) % print_every == 0) {
 			serial_puts("round ");
 			serial_puthex(round + 1);
 			serial_puts("\n");
@@ -830,10 +798,10 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 			__asm__ volatile("pause");
 		break;
 	case GT_CKPT_SUM:
-		test_ckpt_sum(shared);
+		sum_rounds(shared, CK_ROUND, CK_ROUNDS, 1);
 		break;
 	case GT_MIGRATE_SUM:
-		test_migrate_sum(shared);
+		sum_rounds(shared, MG_ROUND, MG_ROUNDS, MG_PRINT_EVERY);
 		break;
 	case GT_STATE_WORK:
 		test_state_work(shared, cpu);
