@@ -4,6 +4,9 @@
 #   vmlinuz  System.map  initrd.img  config  VERSION
 #   data.img  data.sha256       64 MiB ext4 data disk and its manifest (data.sh)
 #   initrd-bench.img            only with --bench: initrd.img + fio and iperf3
+#   initrd-mw.img               initrd.img + /bin/qlite-memwriter (static, from
+#                               tests/guest/memwriter.c): the migration workload
+#   qlite-memwriter             that binary (the host side runs it with -e)
 # Cached: each output is rebuilt only when its inputs changed.
 #
 # usage: guest-images/build.sh [--bench]
@@ -47,6 +50,8 @@ stamp=$(printf '%s\n' "$kver" "$(pkg_version "linux-image-$kver")" "$bbver" \
     cat - "$here/build.sh" "$here/lib.sh" "$here/init" <(cd "$here/rootfs" && find . -type f -exec sha256sum {} +) |
     sha256sum | cut -d' ' -f1)
 data_stamp=$(cat "$here/data.sh" "$here/lib.sh" | sha256sum | cut -d' ' -f1)
+mw_src=$QLITE_ROOT/tests/guest/memwriter.c
+mw_stamp=$(cat "$mw_src" <(echo "$stamp") <(cc --version | head -n1) | sha256sum | cut -d' ' -f1)
 bench_stamp() {
     local t
     for t in "${bench_tools[@]}"; do
@@ -69,7 +74,11 @@ if [[ $bench == 1 ]]; then
     bstamp=$(bench_stamp)
     fresh .bench-stamp "$bstamp" && [[ -s $out/initrd-bench.img ]] || bench_ok=0
 fi
-if [[ $main_ok == 1 && $data_ok == 1 && $bench_ok == 1 ]]; then
+mw_ok=0
+if fresh .mw-stamp "$mw_stamp" && [[ -s $out/initrd-mw.img && -s $out/qlite-memwriter ]]; then
+    mw_ok=1
+fi
+if [[ $main_ok == 1 && $data_ok == 1 && $bench_ok == 1 && $mw_ok == 1 ]]; then
     log "up to date: $out ($kver)"
     exit 0
 fi
@@ -116,4 +125,20 @@ if [[ $main_ok == 0 || $bench_ok == 0 ]]; then
         log "built $out/initrd-bench.img (+ ${bench_tools[*]}): $(du -h "$out/initrd-bench.img" | cut -f1) ($compress)"
     fi
     rm -rf "$stage"
+fi
+
+if [[ $mw_ok == 0 || $main_ok == 0 ]]; then
+    # An uncompressed cpio in front of the gzip one: the kernel unpacks both
+    # (the other order fails: it takes what follows a gzip stream as another).
+    stage=$out/.mw-root
+    rm -rf "$stage"; mkdir -p "$stage/bin"
+    cc -O2 -static -Wall -o "$stage/bin/qlite-memwriter" "$mw_src" ||
+        die "cannot build qlite-memwriter (static: needs libc6-dev)"
+    (cd "$stage" && printf 'bin\nbin/qlite-memwriter\n' | cpio --quiet -o -H newc -R 0:0) >"$out/mw.cpio"
+    cat "$out/mw.cpio" "$out/initrd.img" >"$out/initrd-mw.img.tmp"
+    mv "$out/initrd-mw.img.tmp" "$out/initrd-mw.img"
+    cp "$stage/bin/qlite-memwriter" "$out/qlite-memwriter"
+    rm -rf "$stage" "$out/mw.cpio"
+    echo "$mw_stamp" >"$out/.mw-stamp"
+    log "built $out/initrd-mw.img (+ qlite-memwriter)"
 fi

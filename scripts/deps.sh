@@ -7,7 +7,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 pkgs=(
     gcc meson ninja-build pkg-config
-    linux-libc-dev liburing-dev libelf-dev zlib1g-dev libcap-ng-dev libjson-c-dev libxxhash-dev
+    libc6-dev iproute2 linux-libc-dev liburing-dev libelf-dev zlib1g-dev libcap-ng-dev libjson-c-dev libxxhash-dev
     libcmocka-dev
     clang llvm libclang-rt-14-dev python3
 )

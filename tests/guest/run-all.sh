@@ -12,7 +12,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 if [[ ${QLITE_TESTHOST:-0} != 1 ]]; then
     # The data disk for test-disk.sh (64 MiB, copied into the test host).
-    runner=(--timeout 900 --guest-file data.img --guest-file data.sha256)
+    # Migration (test-migrate.sh): the memwriter guest and iproute2's ip for
+    # network namespaces.
+    runner=(--timeout 900 --guest-file data.img --guest-file data.sha256
+        --guest-file initrd-mw.img --guest-file qlite-memwriter --bin /bin/ip)
     if [[ ${1:-} == --qemu ]]; then
         shift
         runner+=(--with-qemu --env QLITE_GUEST_VMM=qemu)
