@@ -63,6 +63,12 @@ struct uffd_source {
 	 * is not filled over either (UFFDIO_COPY finds it: EEXIST).
 	 */
 	bool keep_present;
+	/*
+	 * Optional: called once, from the engine thread that hit it, on the
+	 * first fatal error (after the error eventfd is signalled), so an owner
+	 * blocked elsewhere (post-copy's migration thread) learns of it.
+	 */
+	void (*failed)(void *opaque, int err, const char *msg);
 };
 
 struct uffd_lazy_stats {

@@ -88,6 +88,8 @@ struct mig_in {
 	int resume_fd;		 /* pc_lock: that connection, for the worker */
 	bool link_broke;	 /* worker: run_incoming() lost the main connection */
 	_Atomic uint64_t pc_requests, pc_waited, pc_pushed;
+	int engine_err;		   /* pc_lock: the fill engine failed: not resumable */
+	char engine_msg[256];	   /* pc_lock: its message */
 	struct uffd_lazy_stats lazy_st;
 	bool have_lazy_st;
 };
@@ -369,6 +371,34 @@ static int on_discard(void *opaque, uint64_t first, uint64_t n, struct qerr *e)
 	return 0;
 }
 
+/*
+ * The engine could not place a page (an UFFDIO error, say): the guest's
+ * memory cannot be completed, and a new connection would not help. End
+ * the migration: the worker's reads return at once (SHUT_RD keeps the
+ * way out open for its ERROR to the source), faults stop waiting.
+ */
+static void pc_engine_failed(void *opaque, int err, const char *msg)
+{
+	struct mig_in *m = opaque;
+
+	pthread_mutex_lock(&m->pc_lock);
+	if (m->pc_stop || m->engine_err || m->pc_err) {
+		/* Stopping anyway, or a fill gave up because the migration failed. */
+		pthread_mutex_unlock(&m->pc_lock);
+		return;
+	}
+	m->engine_err = err;
+	snprintf(m->engine_msg, sizeof(m->engine_msg), "%s", msg);
+	m->resumable = false;
+	m->pc_err = err;
+	if (m->sock >= 0)
+		shutdown(m->sock, SHUT_RD);
+	if (m->usock >= 0)
+		shutdown(m->usock, SHUT_RDWR);
+	pthread_cond_broadcast(&m->pc_cond);
+	pthread_mutex_unlock(&m->pc_lock);
+}
+
 /* POSTCOPY_RUN: guest RAM faults from now on; what pre-copy placed stays. */
 static int pc_start_lazy(struct mig_in *m, struct qerr *e)
 {
@@ -379,6 +409,7 @@ static int pc_start_lazy(struct mig_in *m, struct qerr *e)
 		.opaque = m,
 		.run_pages = 1, /* only the arrived page: its neighbours may not be there yet */
 		.keep_present = true,
+		.failed = pc_engine_failed,
 	};
 	int ret = pc_alloc(m, e);
 
@@ -720,6 +751,13 @@ static void *worker(void *opaque)
 		if (!ret)
 			ret = run_incoming(m, &m->err);
 	}
+	pthread_mutex_lock(&m->pc_lock);
+	if (m->engine_err) {
+		/* The cause, not the read it cut short. */
+		ret = qerr_set(&m->err, -m->engine_err, "cannot place guest memory: %s",
+			       m->engine_msg);
+	}
+	pthread_mutex_unlock(&m->pc_lock);
 	if (ret && (!m->started || m->rx.postcopy)) {
 		if (!mig_sync_cancelled(&m->sync)) {
 			mig_send_error(&m->conn, -ret, m->err.msg);

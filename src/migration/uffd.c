@@ -149,6 +149,9 @@ static int __attribute__((format(printf, 3, 4))) lazy_fail(struct uffd_lazy *l, 
 		log_err("lazy page fill: %s", l->errmsg);
 		if (write(l->err_fd, &one, sizeof(one)) < 0)
 			log_err("lazy page fill: cannot signal the error eventfd: %s", strerror(errno));
+		/* errmsg no longer changes once err is set. */
+		if (l->src.failed)
+			l->src.failed(l->src.opaque, err, l->errmsg);
 	}
 	return err;
 }

@@ -68,6 +68,10 @@ struct tsrc {
 	uint64_t fault_fills, prefetch_fills;
 	/* prefetch_next hook: last_fault values seen */
 	uint64_t hook_fault;
+	/* failed hook: calls, and the last error and message */
+	unsigned int failed_calls;
+	int failed_err;
+	char failed_msg[256];
 };
 
 static void sleep_us(unsigned int us)
@@ -588,6 +592,17 @@ static void test_fill_error_fault(void **state)
 	assert_int_equal(t.first_word, 0);
 }
 
+static void tsrc_failed(void *opaque, int err, const char *msg)
+{
+	struct tsrc *s = opaque;
+
+	pthread_mutex_lock(&s->lock);
+	s->failed_calls++;
+	s->failed_err = err;
+	snprintf(s->failed_msg, sizeof(s->failed_msg), "%s", msg);
+	pthread_mutex_unlock(&s->lock);
+}
+
 /* A failed fill on the prefetch path, nobody touching: still reported. */
 static void test_fill_error_prefetch(void **state)
 {
@@ -596,8 +611,17 @@ static void test_fill_error_prefetch(void **state)
 	struct qerr e = { 0 };
 
 	f->s.fail_page = 1000;
+	f->src.failed = tsrc_failed;
 	start(f);
 	wait_error_fd(f);
+	/* The hook runs right after the eventfd is signalled, once. */
+	for (int i = 0; i < 1000 && !__atomic_load_n(&f->s.failed_calls, __ATOMIC_SEQ_CST); i++)
+		usleep(1000);
+	pthread_mutex_lock(&f->s.lock);
+	assert_int_equal(f->s.failed_calls, 1);
+	assert_int_equal(f->s.failed_err, -EIO);
+	assert_non_null(strstr(f->s.failed_msg, "cannot fetch page 1000"));
+	pthread_mutex_unlock(&f->s.lock);
 	assert_int_equal(uffd_lazy_finish(f->l, &e), -EIO);
 	assert_non_null(strstr(e.msg, "cannot fetch page 1000"));
 	uffd_lazy_stats(f->l, &st);
