@@ -19,11 +19,15 @@
 /* "Qvcp" and "Qvmk" as little-endian u32s: a blob of the other kind is refused. */
 #define VCPU_KVM_STATE_MAGIC 0x70637651u
 #define VM_KVM_STATE_MAGIC 0x6b6d7651u
-#define VCPU_KVM_STATE_VERSION 1u
+/* Version 2 adds the CPU model (a required cpuid part); 1 still loads. */
+#define VCPU_KVM_STATE_VERSION 2u
+#define VCPU_KVM_STATE_VERSION_MIN 1u
 #define VM_KVM_STATE_VERSION 1u
 
 /* KVM lists 40-300 MSRs (more with a vPMU); a blob may claim no more than this. */
 #define VCPU_KVM_STATE_MAX_MSRS 1024u
+/* KVM reports ~40-80 CPUID entries; a blob may carry no more than this. */
+#define VCPU_KVM_STATE_MAX_CPUID 256u
 /* KVM_GET_XSAVE's size; KVM_GET_XSAVE2 may need more (AMX). */
 #define VCPU_KVM_STATE_XSAVE_MIN 4096u
 
@@ -42,6 +46,7 @@ enum vcpu_kvm_part {
 	VCPU_PART_EVENTS,
 	VCPU_PART_MP_STATE,
 	VCPU_PART_DEBUGREGS,
+	VCPU_PART_CPUID, /* version 2 */
 	VCPU_PART_COUNT,
 };
 
@@ -78,6 +83,10 @@ struct vcpu_kvm_state {
 	struct kvm_vcpu_events events;
 	struct kvm_mp_state mp_state;
 	struct kvm_debugregs debugregs;
+	/* The CPU model the guest saw (KVM_GET_CPUID2); padding is zero. */
+	bool has_cpuid;
+	uint32_t ncpuid;
+	struct kvm_cpuid_entry2 cpuid[VCPU_KVM_STATE_MAX_CPUID];
 };
 
 /* What the loading host's KVM takes; the decoder refuses anything beyond. */

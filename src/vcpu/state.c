@@ -9,7 +9,8 @@
  * makes the blob invalid. "ABI" payloads are KVM's x86 structure byte for
  * byte (fixed layouts, little-endian).
  *
- * vCPU blob: magic "Qvcp", version 1; parts in this order:
+ * vCPU blob: magic "Qvcp", version 2 (1: the same without cpuid, still
+ * read); parts in this order:
  *   id         u32: the vCPU index; loads only into the vCPU with that index
  *   tsc-khz    u32: guest TSC frequency (KVM_GET_TSC_KHZ), 0 if unknown
  *   regs       ABI kvm_regs
@@ -25,6 +26,11 @@
  *   events     ABI kvm_vcpu_events
  *   mp-state   u32
  *   debugregs  ABI kvm_debugregs
+ *   cpuid      u32 count (<= 256), count x (u32 function, index, flags, eax,
+ *              ebx, ecx, edx): the CPU model the guest saw (a version 1
+ *              blob has none: the loading host's model is kept). Each
+ *              (function, index) once; flags only
+ *              KVM's (SIGNIFCANT_INDEX, STATEFUL_FUNC, STATE_READ_NEXT).
  * The MSRs are those of KVM_GET_MSR_INDEX_LIST (TSC, TSC_ADJUST,
  * TSC_DEADLINE, SYSENTER/SYSCALL, PAT, MISC_ENABLE, kvmclock, async PF,
  * steal time, PV EOI, poll control, PMU, ...) and those it leaves out
@@ -38,7 +44,9 @@
  *   clock      u64 kvmclock (ns), u32 flags, u64 realtime, u64 host_tsc:
  *              KVM_GET_CLOCK, or the clock held since vm_pause()
  *
- * Loading, in the order real VMMs use: memory first (MSR writes
+ * Loading, in the order real VMMs use: the CPU model first (MSRs and the
+ * XSAVE layout depend on it; checked against this host: same vendor, no
+ * feature bit this host's KVM does not offer, see cpuid_check()), memory (MSR writes
  * make KVM write the kvmclock, wall clock and steal time areas in guest
  * memory), then the VM blob (irqchip, PIT, clock), then each vCPU: TSC
  * frequency, regs, xsave/fpu, xcrs, sregs, MSRs (TSC and the async PF
@@ -62,12 +70,12 @@
  * and the clock when the VM is not paused.
  *
  * Not covered: nested virtualization (saving refuses a guest in VMX
- * operation or running a nested guest), Hyper-V and Xen state, CPUID (the
- * destination builds its vCPUs from the same configuration).
+ * operation or running a nested guest), Hyper-V and Xen state.
  */
 #include <endian.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -97,6 +105,11 @@
 /* KVM_GET_MSRS and KVM_SET_MSRS take fewer than 256 entries per call. */
 #define MSR_IO_CHUNK 255u
 #define TSC_KHZ_TOLERANCE_PPM 250u
+/* u32 function, index, flags, eax, ebx, ecx, edx */
+#define CPUID_ENTRY_SIZE 28u
+#define CPUID_FLAGS_KNOWN                                                                  \
+	(KVM_CPUID_FLAG_SIGNIFCANT_INDEX | KVM_CPUID_FLAG_STATEFUL_FUNC |                   \
+	 KVM_CPUID_FLAG_STATE_READ_NEXT)
 /* u64 clock, u32 flags, u64 realtime, u64 host_tsc */
 #define CLOCK_PART_SIZE 28u
 
@@ -121,6 +134,7 @@ static const struct part_spec vcpu_parts[VCPU_PART_COUNT] = {
 	[VCPU_PART_EVENTS] = { "events", sizeof(struct kvm_vcpu_events), false },
 	[VCPU_PART_MP_STATE] = { "mp-state", 4, false },
 	[VCPU_PART_DEBUGREGS] = { "debugregs", sizeof(struct kvm_debugregs), false },
+	[VCPU_PART_CPUID] = { "cpuid", 0, true },
 };
 
 static const struct part_spec vm_parts[VM_PART_COUNT] = {
@@ -174,9 +188,9 @@ static uint32_t part_u32(const struct part_view *pv)
  * known and appears once, every length fits and fixed-size parts have
  * their size, and that the required parts are there.
  */
-static int blob_split(const uint8_t *buf, size_t len, uint32_t magic, uint32_t version,
-		      const struct part_spec *spec, unsigned int nspec, struct part_view *pv,
-		      struct qerr *e)
+static int blob_split(const uint8_t *buf, size_t len, uint32_t magic, uint32_t vmin,
+		      uint32_t vmax, uint32_t *version, const struct part_spec *spec,
+		      unsigned int nspec, struct part_view *pv, struct qerr *e)
 {
 	const char *prev = NULL;
 	struct scur c;
@@ -192,9 +206,15 @@ static int blob_split(const uint8_t *buf, size_t len, uint32_t magic, uint32_t v
 				len);
 	if (m != magic)
 		return qerr_set(e, EINVAL, "header: magic 0x%08x, expected 0x%08x", m, magic);
-	if (ver != version)
-		return qerr_set(e, EINVAL, "header: format version %u, this qlite reads %u", ver,
-				version);
+	if (ver < vmin || ver > vmax)
+		return vmin == vmax ? qerr_set(e, EINVAL,
+					       "header: format version %u, this qlite reads %u",
+					       ver, vmax)
+				    : qerr_set(e, EINVAL,
+					       "header: format version %u, this qlite reads %u "
+					       "to %u",
+					       ver, vmin, vmax);
+	*version = ver;
 	while (c.left) {
 		uint32_t tag, plen;
 		const uint8_t *p;
@@ -243,7 +263,8 @@ void vcpu_kvm_state_encode(const struct vcpu_kvm_state *s, struct sbuf *b)
 	uint32_t i, nx, n = MIN(s->nmsrs, VCPU_KVM_STATE_MAX_MSRS);
 
 	sbuf_put_u32(b, VCPU_KVM_STATE_MAGIC);
-	sbuf_put_u32(b, VCPU_KVM_STATE_VERSION);
+	/* Without a CPU model the blob is what version 1 was. */
+	sbuf_put_u32(b, s->has_cpuid ? VCPU_KVM_STATE_VERSION : 1);
 	part_begin(b, VCPU_PART_ID, 4);
 	sbuf_put_u32(b, s->vcpu_id);
 	part_begin(b, VCPU_PART_TSC_KHZ, 4);
@@ -278,6 +299,22 @@ void vcpu_kvm_state_encode(const struct vcpu_kvm_state *s, struct sbuf *b)
 	part_begin(b, VCPU_PART_MP_STATE, 4);
 	sbuf_put_u32(b, s->mp_state.mp_state);
 	part_raw(b, VCPU_PART_DEBUGREGS, &s->debugregs, sizeof(s->debugregs));
+	if (s->has_cpuid) {
+		n = MIN(s->ncpuid, VCPU_KVM_STATE_MAX_CPUID);
+		part_begin(b, VCPU_PART_CPUID, 4 + CPUID_ENTRY_SIZE * n);
+		sbuf_put_u32(b, n);
+		for (i = 0; i < n; i++) {
+			const struct kvm_cpuid_entry2 *c = &s->cpuid[i];
+
+			sbuf_put_u32(b, c->function);
+			sbuf_put_u32(b, c->index);
+			sbuf_put_u32(b, c->flags);
+			sbuf_put_u32(b, c->eax);
+			sbuf_put_u32(b, c->ebx);
+			sbuf_put_u32(b, c->ecx);
+			sbuf_put_u32(b, c->edx);
+		}
+	}
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -341,16 +378,60 @@ static int decode_xcrs(const struct part_view *pv, struct vcpu_kvm_state *s, str
 	return 0;
 }
 
+static int decode_cpuid(const struct part_view *pv, struct vcpu_kvm_state *s, struct qerr *e)
+{
+	struct scur c;
+	uint32_t n, i, j;
+
+	scur_init(&c, pv->p, pv->len);
+	n = scur_u32(&c);
+	if (!scur_ok(&c))
+		return qerr_set(e, EINVAL, "cpuid: %u bytes, too short for the count", pv->len);
+	if (n > VCPU_KVM_STATE_MAX_CPUID)
+		return qerr_set(e, EINVAL, "cpuid: %u entries, at most %u", n,
+				VCPU_KVM_STATE_MAX_CPUID);
+	if (pv->len != 4 + CPUID_ENTRY_SIZE * n)
+		return qerr_set(e, EINVAL, "cpuid: %u bytes for %u entries, expected %u", pv->len,
+				n, 4 + CPUID_ENTRY_SIZE * n);
+	for (i = 0; i < n; i++) {
+		struct kvm_cpuid_entry2 *x = &s->cpuid[i];
+
+		memset(x, 0, sizeof(*x));
+		x->function = scur_u32(&c);
+		x->index = scur_u32(&c);
+		x->flags = scur_u32(&c);
+		x->eax = scur_u32(&c);
+		x->ebx = scur_u32(&c);
+		x->ecx = scur_u32(&c);
+		x->edx = scur_u32(&c);
+		if (x->flags & ~(uint32_t)CPUID_FLAGS_KNOWN)
+			return qerr_set(e, EINVAL, "cpuid: leaf 0x%x.%u: flags 0x%x", x->function,
+					x->index, x->flags);
+		for (j = 0; j < i; j++)
+			if (s->cpuid[j].function == x->function && s->cpuid[j].index == x->index)
+				return qerr_set(e, EINVAL, "cpuid: leaf 0x%x.%u appears twice",
+						x->function, x->index);
+	}
+	s->ncpuid = n;
+	s->has_cpuid = true;
+	return 0;
+}
+
 int vcpu_kvm_state_decode(const uint8_t *buf, size_t len, const struct vcpu_kvm_limits *lim,
 			  struct vcpu_kvm_state *s, struct qerr *e)
 {
 	struct part_view pv[VCPU_PART_COUNT];
+	uint32_t ver = 0;
 	const struct part_view *x;
 	int ret;
 
 	memset(s, 0, sizeof(*s));
-	ret = blob_split(buf, len, VCPU_KVM_STATE_MAGIC, VCPU_KVM_STATE_VERSION, vcpu_parts,
-			 VCPU_PART_COUNT, pv, e);
+	ret = blob_split(buf, len, VCPU_KVM_STATE_MAGIC, VCPU_KVM_STATE_VERSION_MIN,
+			 VCPU_KVM_STATE_VERSION, &ver, vcpu_parts, VCPU_PART_COUNT, pv, e);
+	if (!ret && ver >= 2 && !pv[VCPU_PART_CPUID].seen)
+		ret = qerr_set(e, EINVAL, "cpuid: missing");
+	if (!ret && ver < 2 && pv[VCPU_PART_CPUID].seen)
+		ret = qerr_set(e, EINVAL, "cpuid: not part of a version %u blob", ver);
 	if (!ret)
 		ret = one_of(pv, VCPU_PART_SREGS2, VCPU_PART_SREGS, vcpu_parts, e);
 	if (!ret)
@@ -378,6 +459,11 @@ int vcpu_kvm_state_decode(const uint8_t *buf, size_t len, const struct vcpu_kvm_
 	ret = decode_msrs(&pv[VCPU_PART_MSRS], s, e);
 	if (ret)
 		return ret;
+	if (pv[VCPU_PART_CPUID].seen) {
+		ret = decode_cpuid(&pv[VCPU_PART_CPUID], s, e);
+		if (ret)
+			return ret;
+	}
 	memcpy(&s->lapic, pv[VCPU_PART_LAPIC].p, sizeof(s->lapic));
 	memcpy(&s->events, pv[VCPU_PART_EVENTS].p, sizeof(s->events));
 	s->mp_state.mp_state = part_u32(&pv[VCPU_PART_MP_STATE]);
@@ -427,11 +513,13 @@ void vm_kvm_state_encode(const struct vm_kvm_state *s, struct sbuf *b)
 int vm_kvm_state_decode(const uint8_t *buf, size_t len, struct vm_kvm_state *s, struct qerr *e)
 {
 	struct part_view pv[VM_PART_COUNT];
+	uint32_t ver = 0;
 	struct scur c;
 	int ret;
 
 	memset(s, 0, sizeof(*s));
-	ret = blob_split(buf, len, VM_KVM_STATE_MAGIC, VM_KVM_STATE_VERSION, vm_parts,
+	ret = blob_split(buf, len, VM_KVM_STATE_MAGIC, VM_KVM_STATE_VERSION,
+			 VM_KVM_STATE_VERSION, &ver, vm_parts,
 			 VM_PART_COUNT, pv, e);
 	if (ret)
 		return ret;
@@ -642,6 +730,32 @@ static int vcpu_check_nested(struct vcpu *v, struct qerr *e)
 	return 0;
 }
 
+/* The vCPU's CPUID as KVM has it (what the guest sees), padding zeroed. */
+static int vcpu_get_cpuid(struct vcpu *v, struct kvm_cpuid_entry2 *out, uint32_t *n,
+			  struct qerr *e)
+{
+	struct kvm_cpuid2 *c;
+	uint32_t i;
+
+	c = calloc(1, sizeof(*c) + VCPU_KVM_STATE_MAX_CPUID * sizeof(c->entries[0]));
+	if (!c)
+		return qerr_set(e, ENOMEM, "vcpu %u: cpuid: out of memory", v->id);
+	c->nent = VCPU_KVM_STATE_MAX_CPUID;
+	if (ioctl(v->fd, KVM_GET_CPUID2, c) < 0) {
+		int ret = ioctl_err(v, "cpuid", "KVM_GET_CPUID2", e);
+
+		free(c);
+		return ret;
+	}
+	*n = MIN(c->nent, VCPU_KVM_STATE_MAX_CPUID);
+	for (i = 0; i < *n; i++) {
+		out[i] = c->entries[i];
+		memset(out[i].padding, 0, sizeof(out[i].padding));
+	}
+	free(c);
+	return 0;
+}
+
 static int vcpu_get_state(struct vcpu *v, struct vcpu_kvm_state *s, struct qerr *e)
 {
 	struct vm *vm = v->vm;
@@ -698,6 +812,10 @@ static int vcpu_get_state(struct vcpu *v, struct vcpu_kvm_state *s, struct qerr 
 		return ioctl_err(v, "mp-state", "KVM_GET_MP_STATE", e);
 	if (ioctl(v->fd, KVM_GET_DEBUGREGS, &s->debugregs) < 0)
 		return ioctl_err(v, "debugregs", "KVM_GET_DEBUGREGS", e);
+	ret = vcpu_get_cpuid(v, s->cpuid, &s->ncpuid, e);
+	if (ret)
+		return ret;
+	s->has_cpuid = true;
 	return vcpu_check_nested(v, e);
 }
 
@@ -964,6 +1082,136 @@ out:
 	return ret;
 }
 
+static const struct kvm_cpuid_entry2 *cpuid_find(const struct kvm_cpuid_entry2 *ents,
+						  uint32_t n, uint32_t fn, uint32_t idx)
+{
+	uint32_t i;
+
+	for (i = 0; i < n; i++)
+		if (ents[i].function == fn &&
+		    (ents[i].index == idx || !(ents[i].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX)))
+			return &ents[i];
+	return NULL;
+}
+
+/* CPUID registers that are feature bitmaps, less bits that follow guest state. */
+static const struct cpuid_feature {
+	uint32_t fn, idx;
+	uint8_t reg; /* 0 eax, 1 ebx, 2 ecx, 3 edx */
+	uint32_t dynamic;
+} cpuid_features[] = {
+	{ 1, 0, 2, 1u << 27 },	/* OSXSAVE follows CR4 */
+	{ 1, 0, 3, 1u << 9 },	/* APIC follows the APIC base MSR */
+	{ 6, 0, 0, 0 },		{ 7, 0, 1, 0 },	     { 7, 0, 2, 1u << 4 }, /* OSPKE follows CR4 */
+	{ 7, 0, 3, 0 },		{ 7, 1, 0, 0 },	     { 0xd, 0, 0, 0 }, /* XCR0 components */
+	{ 0xd, 0, 3, 0 },	{ 0xd, 1, 0, 0 },    { 0x80000001, 0, 2, 0 },
+	{ 0x80000001, 0, 3, 0 }, { 0x80000007, 0, 3, 0 }, { 0x80000008, 0, 1, 0 },
+	{ 0x40000001, 0, 0, 0 }, /* KVM's paravirtual features */
+};
+
+static uint32_t cpuid_reg(const struct kvm_cpuid_entry2 *x, unsigned int reg)
+{
+	if (!x)
+		return 0;
+	return reg == 0 ? x->eax : reg == 1 ? x->ebx : reg == 2 ? x->ecx : x->edx;
+}
+
+/*
+ * Can this host give the guest the CPU it saw? Same vendor, and every
+ * feature bit it saw is one KVM offers here (the vCPU's CPUID as qlite set
+ * it from KVM_GET_SUPPORTED_CPUID, @have). Other leaves (caches, topology,
+ * brand) are the source's as they are: the guest keeps what it read.
+ */
+static int cpuid_check(struct vcpu *v, const struct vcpu_kvm_state *s,
+		       const struct kvm_cpuid_entry2 *have, uint32_t nhave, struct qerr *e)
+{
+	static const char *const regs[] = { "eax", "ebx", "ecx", "edx" };
+	const struct kvm_cpuid_entry2 *a = cpuid_find(s->cpuid, s->ncpuid, 0, 0);
+	const struct kvm_cpuid_entry2 *b = cpuid_find(have, nhave, 0, 0);
+	unsigned int i;
+
+	if (!a)
+		return qerr_set(e, EINVAL, "vcpu %u: cpuid: no leaf 0", v->id);
+	if (b && (a->ebx != b->ebx || a->ecx != b->ecx || a->edx != b->edx)) {
+		char va[13], vb[13];
+
+		memcpy(va, &a->ebx, 4), memcpy(va + 4, &a->edx, 4), memcpy(va + 8, &a->ecx, 4);
+		memcpy(vb, &b->ebx, 4), memcpy(vb + 4, &b->edx, 4), memcpy(vb + 8, &b->ecx, 4);
+		va[12] = vb[12] = '\0';
+		for (i = 0; i < 12; i++)
+			if (va[i] < 0x20 || va[i] > 0x7e)
+				va[i] = '?';
+		return qerr_set(e, ENOTSUP, "vcpu %u: cpuid: the guest's CPU is %s, this host's %s",
+				v->id, va, vb);
+	}
+	for (i = 0; i < ARRAY_SIZE(cpuid_features); i++) {
+		const struct cpuid_feature *f = &cpuid_features[i];
+		uint32_t want = cpuid_reg(cpuid_find(s->cpuid, s->ncpuid, f->fn, f->idx), f->reg);
+		uint32_t can = cpuid_reg(cpuid_find(have, nhave, f->fn, f->idx), f->reg);
+		uint32_t extra = want & ~can & ~f->dynamic;
+
+		if (extra)
+			return qerr_set(e, ENOTSUP,
+					"vcpu %u: cpuid: the guest's CPU has features this host's "
+					"KVM does not offer: leaf 0x%x.%u %s bits 0x%08x",
+					v->id, f->fn, f->idx, regs[f->reg], extra);
+	}
+	return 0;
+}
+
+static bool cpuid_same(const struct kvm_cpuid_entry2 *a, uint32_t na,
+		       const struct kvm_cpuid_entry2 *b, uint32_t nb)
+{
+	uint32_t i;
+
+	if (na != nb)
+		return false;
+	for (i = 0; i < na; i++) {
+		const struct kvm_cpuid_entry2 *y = cpuid_find(b, nb, a[i].function, a[i].index);
+
+		if (!y || y->flags != a[i].flags || y->eax != a[i].eax || y->ebx != a[i].ebx ||
+		    y->ecx != a[i].ecx || y->edx != a[i].edx)
+			return false;
+	}
+	return true;
+}
+
+/* Give the vCPU the CPU model of the state, if it has one and this host can. */
+static int vcpu_set_cpuid(struct vcpu *v, const struct vcpu_kvm_state *s, struct qerr *e)
+{
+	struct kvm_cpuid_entry2 *have;
+	struct kvm_cpuid2 *c;
+	uint32_t nhave = 0;
+	int ret;
+
+	if (!s->has_cpuid)
+		return 0;
+	have = calloc(VCPU_KVM_STATE_MAX_CPUID, sizeof(*have));
+	if (!have)
+		return qerr_set(e, ENOMEM, "vcpu %u: cpuid: out of memory", v->id);
+	ret = vcpu_get_cpuid(v, have, &nhave, e);
+	if (!ret)
+		ret = cpuid_check(v, s, have, nhave, e);
+	/* KVM refuses a changed CPUID once the vCPU ran (snapshot-load into a VM). */
+	if (ret || cpuid_same(s->cpuid, s->ncpuid, have, nhave)) {
+		free(have);
+		return ret;
+	}
+	free(have);
+	c = calloc(1, sizeof(*c) + s->ncpuid * sizeof(c->entries[0]));
+	if (!c)
+		return qerr_set(e, ENOMEM, "vcpu %u: cpuid: out of memory", v->id);
+	c->nent = s->ncpuid;
+	memcpy(c->entries, s->cpuid, s->ncpuid * sizeof(c->entries[0]));
+	if (ioctl(v->fd, KVM_SET_CPUID2, c) < 0)
+		ret = qerr_set(e, errno,
+			       "vcpu %u: cpuid: KVM_SET_CPUID2: %s (a vCPU that ran keeps its "
+			       "CPU model)",
+			       v->id, strerror(errno));
+	free(c);
+	return ret;
+}
+
 int vcpu_state_load(struct vcpu *v, const uint8_t *buf, size_t len, struct qerr *e)
 {
 	struct vcpu_kvm_limits lim = {
@@ -988,6 +1236,8 @@ int vcpu_state_load(struct vcpu *v, const uint8_t *buf, size_t len, struct qerr 
 			       s->vcpu_id);
 	if (!ret)
 		ret = msrs_check_known(v, s, e);
+	if (!ret)
+		ret = vcpu_set_cpuid(v, s, e);
 	if (!ret)
 		ret = vcpu_set_state(v, s, lim.xsave_max, e);
 	vcpu_kvm_state_release(s);

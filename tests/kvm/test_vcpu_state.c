@@ -267,6 +267,72 @@ static int expect_vcpu_refused(struct vcpu *v, const uint8_t *b, size_t len, con
 	return failures;
 }
 
+/*
+ * @blob with its CPU model changed: a feature bit the host lacks added
+ * (@add), or one the model has taken away (!@add; from a short list the
+ * test guest does not depend on). Returns the leaf's entry index in the
+ * re-encoded state and the bit, or -1 if there is no such bit.
+ */
+static int cpuid_edit(const struct sbuf *blob, bool add, struct sbuf *out, uint32_t *fn,
+		      uint32_t *mask)
+{
+	static const struct { uint32_t fn; uint8_t reg; uint32_t bit; } drop[] = {
+		{ 0x80000001, 2, 1u << 0 }, /* LAHF/SAHF in long mode */
+		{ 7, 1, 1u << 3 },	    /* BMI1 */
+		{ 7, 1, 1u << 8 },	    /* BMI2 */
+	};
+	struct vcpu_kvm_limits lim = { .xsave_max = 1 << 20, .xcrs = true };
+	struct vcpu_kvm_state *s = calloc(1, sizeof(*s));
+	struct qerr e = { 0 };
+	int found = -1;
+	uint32_t i, k;
+
+	if (!s || vcpu_kvm_state_decode(blob->data, blob->len, &lim, s, &e) || !s->has_cpuid) {
+		free(s);
+		return -1;
+	}
+	for (i = 0; i < s->ncpuid && found < 0; i++) {
+		struct kvm_cpuid_entry2 *c = &s->cpuid[i];
+
+		if (add && c->function == 7 && c->index == 0 && ~c->ebx) {
+			*mask = 1u << __builtin_ctz(~c->ebx);
+			c->ebx |= *mask;
+			found = (int)i;
+		}
+		for (k = 0; !add && k < ARRAY_SIZE(drop) && found < 0; k++) {
+			uint32_t *r = drop[k].reg == 1 ? &c->ebx : &c->ecx;
+
+			if (c->function == drop[k].fn && c->index == 0 && (*r & drop[k].bit)) {
+				*mask = drop[k].bit;
+				*r &= ~drop[k].bit;
+				found = (int)i;
+			}
+		}
+		if (found >= 0)
+			*fn = c->function;
+	}
+	sbuf_init(out);
+	vcpu_kvm_state_encode(s, out);
+	vcpu_kvm_state_release(s);
+	free(s);
+	return found;
+}
+
+/* The vCPU's CPUID leaf @fn.0, register ebx (leaf 7) or ecx (others). */
+static uint32_t cpuid_now(struct vcpu *v, uint32_t fn)
+{
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 256 * sizeof(c->entries[0]));
+	uint32_t r = 0, i;
+
+	c->nent = 256;
+	if (ioctl(v->fd, KVM_GET_CPUID2, c) == 0)
+		for (i = 0; i < c->nent; i++)
+			if (c->entries[i].function == fn && c->entries[i].index == 0)
+				r = fn == 7 ? c->entries[i].ebx : c->entries[i].ecx;
+	free(c);
+	return r;
+}
+
 static int hostile_vcpu(struct vcpu *v, const struct sbuf *good, const struct sbuf *other)
 {
 	const uint8_t *g = good->data;
@@ -355,6 +421,29 @@ static int hostile_vcpu(struct vcpu *v, const struct sbuf *good, const struct sb
 		blob_replace(g, len, VCPU_PART_MSRS, m, 16, &b);
 		failures += expect_vcpu_refused(v, b.data, b.len, "refused MSR 0xc0000080",
 						"bad EFER");
+	}
+
+	/* A CPU model with a feature this host lacks; another vendor's. */
+	{
+		struct sbuf c;
+		uint32_t fn = 0, mask = 0;
+		long coff;
+
+		CHECK(cpuid_edit(good, true, &c, &fn, &mask) >= 0);
+		failures += expect_vcpu_refused(v, c.data, c.len, "features this host's KVM does not",
+						"extra CPU feature");
+		sbuf_free(&c);
+		coff = part_off(g, len, VCPU_PART_CPUID);
+		CHECK(coff > 0);
+		if (coff > 0) {
+			sbuf_reset(&b);
+			sbuf_put(&b, g, len);
+			/* Entry 0 is leaf 0 (KVM lists it first): ebx := "Cyri". */
+			CHECK(memcmp(b.data + coff + 12, "\0\0\0\0", 4) == 0);
+			memcpy(b.data + coff + 12 + 16, "Cyri", 4);
+			failures += expect_vcpu_refused(v, b.data, b.len, "the guest's CPU is Cyri",
+							"other vendor");
+		}
 	}
 
 	/* Random bytes, with and without a valid header in front. */
@@ -711,8 +800,33 @@ static int run_restored(const char *name, struct checkpoint *cp, const struct re
 	ktest_shared(&t)[SW_GO] = 1;
 	CHECK(vm_kvm_state_load(t.vm, cp->vm.data, cp->vm.len, &e) == 0);
 	for (i = 0; i < NCPUS; i++) {
-		CHECK(vcpu_state_load(t.vm->vcpus[i], cp->vcpu[i].data, cp->vcpu[i].len, &e) ==
-		      0);
+		uint32_t fn = 0, mask = 0;
+		struct sbuf c;
+
+		/*
+		 * Not started yet: C's vCPUs take a CPU model with a feature less
+		 * (a source host with fewer), and the guest runs the same.
+		 */
+		if (!paused && cpuid_edit(&cp->vcpu[i], false, &c, &fn, &mask) >= 0) {
+			CHECK(cpuid_now(t.vm->vcpus[i], fn) & mask);
+			CHECK(vcpu_state_load(t.vm->vcpus[i], c.data, c.len, &e) == 0);
+			/*
+			 * kvm-pvm gives the guest the host's CPUID whatever is set
+			 * (KVM_GET_CPUID2 shows it): there only the load is checked.
+			 */
+			fprintf(stderr, "%s: vcpu %u: CPUID leaf 0x%x without bit 0x%x: %s\n", name,
+				i, fn, mask,
+				cpuid_now(t.vm->vcpus[i], fn) & mask
+					? "loaded; this KVM shows the bit anyway (kvm-pvm)"
+					: "loaded, and KVM has it so");
+			if (access("/sys/module/kvm_pvm", F_OK))
+				CHECK(!(cpuid_now(t.vm->vcpus[i], fn) & mask));
+			sbuf_free(&c);
+		} else {
+			CHECK(paused);
+			CHECK(vcpu_state_load(t.vm->vcpus[i], cp->vcpu[i].data, cp->vcpu[i].len,
+					      &e) == 0);
+		}
 		failures += check_msr_coverage(t.vm->vcpus[i], &cp->vcpu[i], ktest_shared(&t));
 		failures += check_loaded_msrs(t.vm->vcpus[i], ktest_shared(&t));
 	}

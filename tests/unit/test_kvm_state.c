@@ -64,6 +64,19 @@ static struct vcpu_kvm_state *sample_vcpu(bool sregs2, bool xsave)
 	fill(&s->events, sizeof(s->events), 7);
 	s->mp_state.mp_state = KVM_MP_STATE_HALTED;
 	fill(&s->debugregs, sizeof(s->debugregs), 8);
+	s->has_cpuid = true;
+	s->ncpuid = 40;
+	for (i = 0; i < s->ncpuid; i++) {
+		struct kvm_cpuid_entry2 *c = &s->cpuid[i];
+
+		c->function = i < 20 ? i : 0x80000000 + i;
+		c->index = i == 7 ? 0 : i % 3;
+		c->flags = i % 2 ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
+		c->eax = 0x1000 + i;
+		c->ebx = 0x2000 + i;
+		c->ecx = 0x3000 + i;
+		c->edx = 0x4000 + i;
+	}
 	return s;
 }
 
@@ -100,6 +113,9 @@ static void assert_same_state(const struct vcpu_kvm_state *a, const struct vcpu_
 	assert_memory_equal(&a->events, &b->events, sizeof(a->events));
 	assert_int_equal(a->mp_state.mp_state, b->mp_state.mp_state);
 	assert_memory_equal(&a->debugregs, &b->debugregs, sizeof(a->debugregs));
+	assert_int_equal(a->has_cpuid, b->has_cpuid);
+	assert_int_equal(a->ncpuid, b->ncpuid);
+	assert_memory_equal(a->cpuid, b->cpuid, a->ncpuid * sizeof(a->cpuid[0]));
 }
 
 static void test_vcpu_roundtrip(void **state)
@@ -108,6 +124,27 @@ static void test_vcpu_roundtrip(void **state)
 	unsigned int i;
 
 	(void)state;
+	{
+		/* Without a CPU model: a version 1 blob, as older qlites wrote. */
+		struct vcpu_kvm_state *a = sample_vcpu(true, true), *d = calloc(1, sizeof(*d));
+		struct qerr e = { 0 };
+		struct sbuf b;
+		uint32_t ver;
+
+		assert_non_null(d);
+		a->has_cpuid = false;
+		a->ncpuid = 0;
+		encode(a, &b);
+		memcpy(&ver, b.data + 4, 4);
+		assert_int_equal(ver, 1);
+		assert_int_equal(vcpu_kvm_state_decode(b.data, b.len, &host, d, &e), 0);
+		assert_same_state(a, d);
+		vcpu_kvm_state_release(a);
+		vcpu_kvm_state_release(d);
+		free(a);
+		free(d);
+		sbuf_free(&b);
+	}
 	for (i = 0; i < 3; i++) {
 		struct vcpu_kvm_state *s = sample_vcpu(combos[i][0], combos[i][1]);
 		struct vcpu_kvm_state *d = calloc(1, sizeof(*d));
@@ -278,9 +315,29 @@ static void test_vcpu_hostile(void **state)
 	sbuf_put_u32(&b, 0);
 	sbuf_put_u32(&b, 0);
 	expect_refused(b.data, b.len, &host, "unknown tag 0");
-	/* Cut the last part (debugregs): a valid prefix, still incomplete. */
+	/* Cut the last parts: a valid prefix, still incomplete. */
 	expect_refused(good.data, part_at(&good, VCPU_PART_DEBUGREGS), &host,
 		       "debugregs: missing");
+	expect_refused(good.data, part_at(&good, VCPU_PART_CPUID), &host, "cpuid: missing");
+
+	/* The CPU model: only in version 2, bounded, each leaf once, known flags. */
+	off = part_at(&good, VCPU_PART_CPUID);
+	FRESH();
+	put32(&b, 4, 1);
+	expect_refused(b.data, b.len, &host, "cpuid: not part of a version 1 blob");
+	FRESH();
+	put32(&b, off + 8, VCPU_KVM_STATE_MAX_CPUID + 1);
+	expect_refused(b.data, b.len, &host, "cpuid: 257 entries");
+	FRESH();
+	put32(&b, off + 8, 39);
+	expect_refused(b.data, b.len, &host, "cpuid: 1124 bytes for 39 entries");
+	FRESH();
+	put32(&b, off + 12 + 28 * 5, 4); /* entry 5 takes entry 4's leaf, 0x4.1 */
+	put32(&b, off + 12 + 28 * 5 + 4, 1);
+	expect_refused(b.data, b.len, &host, "cpuid: leaf 0x4.1 appears twice");
+	FRESH();
+	put32(&b, off + 12 + 28 * 2 + 8, 0x80);
+	expect_refused(b.data, b.len, &host, "cpuid: leaf 0x2.2: flags 0x80");
 
 #undef FRESH
 	vcpu_kvm_state_release(s);
