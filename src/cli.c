@@ -72,7 +72,7 @@ const char cli_run_usage[] =
 	"                        ref-cycles, branches, branch-misses, cache-references,\n"
 	"                        cache-misses, or raw 0x... KVM filter values)\n"
 	"      --dirty-ring MODE on (default where KVM offers it), off, or ENTRIES per\n"
-	"                        vCPU (a power of two, 256..65536; default 4096):\n"
+	"                        vCPU (a power of two, 256..65536; default 16384):\n"
 	"                        track the guest's writes for migration and\n"
 	"                        checkpoints with KVM's dirty ring; off, or where KVM\n"
 	"                        lacks it, a dirty bitmap (an error if asked for);\n"

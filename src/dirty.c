@@ -138,8 +138,62 @@ static void dirty_ring_mark(struct vm *vm, unsigned long *bitmap, uint32_t slot,
 	vm->dirty_ring_bad++;
 }
 
-/* Every ring's new entries into @bitmap, then recycle them. Under dirty_lock. */
-static int dirty_ring_harvest(struct vm *vm, unsigned long *bitmap)
+/*
+ * Entries of @v's ring from dirty_fetch on: @bitmap gets their pages, they
+ * are marked for KVM_RESET_DIRTY_RINGS. Returns how many.
+ */
+static uint32_t dirty_ring_take(struct vm *vm, struct vcpu *v, unsigned long *bitmap)
+{
+	uint32_t n = vm->dirty_ring_entries, done;
+
+	/* At most a ring's worth: KVM cannot refill an entry before the reset. */
+	for (done = 0; done < n; done++) {
+		struct kvm_dirty_gfn *g = &v->dirty_gfns[v->dirty_fetch & (n - 1)];
+
+		if (__atomic_load_n(&g->flags, __ATOMIC_ACQUIRE) != KVM_DIRTY_GFN_F_DIRTY)
+			break;
+		dirty_ring_mark(vm, bitmap, g->slot, g->offset);
+		__atomic_store_n(&g->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+		v->dirty_fetch++;
+	}
+	return done;
+}
+
+/*
+ * KVM wrote past the end of @v's ring (it pushed more than its reserved
+ * entries after the soft limit): it overwrote entries we had not taken,
+ * and its index ran ahead of ours, over entries its reset cleared. From
+ * dirty_fetch: empty entries, then dirty ones. Skip the empty ones (marked
+ * for reset, so KVM's reset gets past them too) and go on; what was
+ * overwritten is lost, so the caller reports the ring as overflowed.
+ */
+static bool dirty_ring_resync(struct vm *vm, struct vcpu *v)
+{
+	uint32_t n = vm->dirty_ring_entries, gap;
+
+	for (gap = 0; gap < n; gap++) {
+		struct kvm_dirty_gfn *g = &v->dirty_gfns[(v->dirty_fetch + gap) & (n - 1)];
+
+		if (__atomic_load_n(&g->flags, __ATOMIC_ACQUIRE) == KVM_DIRTY_GFN_F_DIRTY)
+			break;
+	}
+	if (gap == 0 || gap == n)
+		return false; /* in step, or nothing pushed */
+	for (; gap; gap--) {
+		struct kvm_dirty_gfn *g = &v->dirty_gfns[v->dirty_fetch & (n - 1)];
+
+		__atomic_store_n(&g->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
+		v->dirty_fetch++;
+	}
+	return true;
+}
+
+/*
+ * Every ring's new entries into @bitmap, then recycle them. Under
+ * dirty_lock. @full: a vCPU's ring is at its soft limit (its exit), so its
+ * ring cannot be empty.
+ */
+static int dirty_ring_harvest(struct vm *vm, unsigned long *bitmap, struct vcpu *full)
 {
 	uint32_t n = vm->dirty_ring_entries, done;
 	unsigned int i;
@@ -149,15 +203,15 @@ static int dirty_ring_harvest(struct vm *vm, unsigned long *bitmap)
 
 		if (!v || !v->dirty_gfns)
 			continue;
-		/* At most a ring's worth: KVM cannot refill an entry before the reset. */
-		for (done = 0; done < n; done++) {
-			struct kvm_dirty_gfn *g = &v->dirty_gfns[v->dirty_fetch & (n - 1)];
-
-			if (__atomic_load_n(&g->flags, __ATOMIC_ACQUIRE) != KVM_DIRTY_GFN_F_DIRTY)
-				break;
-			dirty_ring_mark(vm, bitmap, g->slot, g->offset);
-			__atomic_store_n(&g->flags, KVM_DIRTY_GFN_F_RESET, __ATOMIC_RELEASE);
-			v->dirty_fetch++;
+		done = dirty_ring_take(vm, v, bitmap);
+		/* A whole ring at once: KVM may have gone past it already. */
+		if (done == n || (v == full && done == 0 && dirty_ring_resync(vm, v))) {
+			if (!vm->dirty_ring_overflows++)
+				log_msg("vcpu%u: KVM overflowed its dirty ring of %u entries; "
+					"dirty pages may be missing (use a larger --dirty-ring, or off)",
+					v->id, n);
+			vm->dirty_ring_overflow = true;
+			dirty_ring_take(vm, v, bitmap);
 		}
 	}
 	/* Even with nothing harvested here: a full vCPU waits for its reset. */
@@ -166,7 +220,7 @@ static int dirty_ring_harvest(struct vm *vm, unsigned long *bitmap)
 	return 0;
 }
 
-int vm_dirty_ring_reap(struct vm *vm)
+int vm_dirty_ring_reap(struct vm *vm, struct vcpu *v)
 {
 	int ret;
 
@@ -174,7 +228,7 @@ int vm_dirty_ring_reap(struct vm *vm)
 	if (!vm->dirty_ring_entries)
 		return -EINVAL;
 	pthread_mutex_lock(&vm->dirty_lock);
-	ret = dirty_ring_harvest(vm, vm->dirty_pending);
+	ret = dirty_ring_harvest(vm, vm->dirty_pending, v);
 	pthread_mutex_unlock(&vm->dirty_lock);
 	return ret;
 }
@@ -185,8 +239,9 @@ static int dirty_ring_drain(struct vm *vm)
 	int ret;
 
 	pthread_mutex_lock(&vm->dirty_lock);
-	ret = dirty_ring_harvest(vm, vm->dirty_pending);
+	ret = dirty_ring_harvest(vm, vm->dirty_pending, NULL);
 	memset(vm->dirty_pending, 0, dirty_words(vm) * sizeof(unsigned long));
+	vm->dirty_ring_overflow = false;
 	pthread_mutex_unlock(&vm->dirty_lock);
 	return ret;
 }
@@ -235,16 +290,27 @@ static int dirty_ring_collect(struct vm *vm, unsigned long *bitmap, struct qerr 
 	size_t w, nw = dirty_words(vm);
 	int ret;
 
+	bool overflow;
+
 	pthread_mutex_lock(&vm->dirty_lock);
-	ret = dirty_ring_harvest(vm, vm->dirty_pending);
+	ret = dirty_ring_harvest(vm, vm->dirty_pending, NULL);
 	/* Merged even if the reset failed: the entries were taken. */
 	for (w = 0; w < nw; w++) {
 		bitmap[w] |= vm->dirty_pending[w];
 		vm->dirty_pending[w] = 0;
 	}
+	/* Reported once: the caller starts over (a full checkpoint, a failed migration). */
+	overflow = vm->dirty_ring_overflow;
+	vm->dirty_ring_overflow = false;
 	pthread_mutex_unlock(&vm->dirty_lock);
 	if (ret)
 		return qerr_set(e, -ret, "KVM_RESET_DIRTY_RINGS: %s", strerror(-ret));
+	/* Never a silently incomplete log: the migration or checkpoint fails. */
+	if (overflow)
+		return qerr_set(e, EOVERFLOW,
+				"KVM overflowed a dirty ring of %u entries: dirty pages may be "
+				"missing (use a larger --dirty-ring, or --dirty-ring=off)",
+				vm->dirty_ring_entries);
 	return 0;
 }
 

@@ -38,7 +38,8 @@ enum vm_dirty_ring {
 	VM_DIRTY_RING_OFF, /* the bitmap */
 	VM_DIRTY_RING_ON, /* the ring, or vm_create() fails */
 };
-#define VM_DIRTY_RING_DEFAULT_ENTRIES 4096 /* 64 KiB per vCPU */
+/* 256 KiB per vCPU: kvm-pvm overflowed 4096 (it pushes a page per exit). */
+#define VM_DIRTY_RING_DEFAULT_ENTRIES 16384
 #define VM_DIRTY_RING_MIN_ENTRIES 256 /* KVM: at least a page */
 #define VM_DIRTY_RING_MAX_ENTRIES 65536 /* KVM_DIRTY_RING_MAX_ENTRIES */
 
@@ -126,6 +127,8 @@ struct vm {
 	unsigned long *dirty_pending;
 	uint64_t dirty_ring_full; /* KVM_EXIT_DIRTY_RING_FULL exits (atomic) */
 	uint64_t dirty_ring_bad; /* entries naming no RAM page: skipped */
+	bool dirty_ring_overflow; /* KVM wrote past a ring: the next collect fails */
+	uint64_t dirty_ring_overflows; /* times (logged the first time) */
 	/* paused_clock came from a checkpoint; set it when the vCPUs (re)start. */
 	bool clock_loaded;
 };
@@ -190,10 +193,11 @@ int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e);
  */
 int vm_dirty_ring_setup(struct vm *vm, struct qerr *e);
 /*
- * A vCPU thread got KVM_EXIT_DIRTY_RING_FULL: harvest every ring into
- * vm->dirty_pending and reset them, so the vCPU can re-enter.
+ * vCPU @v got KVM_EXIT_DIRTY_RING_FULL: harvest every ring into
+ * vm->dirty_pending and reset them, so the vCPU can re-enter. A ring KVM
+ * overflowed is brought back in step (and the next collect fails).
  */
-int vm_dirty_ring_reap(struct vm *vm);
+int vm_dirty_ring_reap(struct vm *vm, struct vcpu *v);
 /* "ring" or "bitmap": what vm_dirty_log_* use on this VM. */
 const char *vm_dirty_tracking_name(const struct vm *vm);
 

@@ -275,7 +275,7 @@ static bool vcpu_handle_exit(struct vcpu *v)
 		return true;
 	case KVM_EXIT_DIRTY_RING_FULL: {
 		/* KVM will not run this vCPU again until its ring is reaped and reset. */
-		int ret = vm_dirty_ring_reap(v->vm);
+		int ret = vm_dirty_ring_reap(v->vm, v);
 
 		if (ret) {
 			log_msg("vcpu%u: cannot reap the dirty ring: %s", v->id, strerror(-ret));

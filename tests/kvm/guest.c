@@ -399,10 +399,10 @@ static void serial_puthex(uint64_t v)
  * real KVM); the round count goes to shared[@slot]. A checkpoint or a
  * migration taken between rounds must end with the same RESULT.
  */
-static void sum_rounds(volatile uint64_t *shared, uint64_t *buf, uint64_t size, unsigned int slot,
-		       unsigned int rounds, unsigned int print_every)
+static void sum_rounds(volatile uint64_t *shared, unsigned int slot, unsigned int rounds,
+		       unsigned int print_every)
 {
-	uint64_t n = size / 8, i, x = 0x9e3779b97f4a7c15ULL;
+	uint64_t *buf = (uint64_t *)CK_BUF, n = CK_BUF_SIZE / 8, i, x = 0x9e3779b97f4a7c15ULL;
 	uint64_t sum = 0, t0 = rdtsc();
 	unsigned int round;
 
@@ -798,14 +798,10 @@ void __attribute__((used, section(".text.entry"))) guest_entry(uint64_t test, ui
 			__asm__ volatile("pause");
 		break;
 	case GT_CKPT_SUM:
-		sum_rounds(shared, (uint64_t *)CK_BUF, CK_BUF_SIZE, CK_ROUND, CK_ROUNDS, 1);
-		break;
-	case GT_CKPT_WIDE:
-		sum_rounds(shared, (uint64_t *)CK_WIDE_BUF, CK_WIDE_SIZE, CK_ROUND, CK_ROUNDS, 1);
+		sum_rounds(shared, CK_ROUND, CK_ROUNDS, 1);
 		break;
 	case GT_MIGRATE_SUM:
-		sum_rounds(shared, (uint64_t *)CK_BUF, CK_BUF_SIZE, MG_ROUND, MG_ROUNDS,
-			   MG_PRINT_EVERY);
+		sum_rounds(shared, MG_ROUND, MG_ROUNDS, MG_PRINT_EVERY);
 		break;
 	case GT_STATE_WORK:
 		test_state_work(shared, cpu);

@@ -25,7 +25,6 @@ enum guest_test {
 	GT_CKPT_SUM, /* rounds of rewriting and checksumming 24 MiB; "RESULT x" on COM1 */
 	GT_STATE_WORK, /* checkpoint/restore: deterministic work, timer, kvmclock (SW_*) */
 	GT_MIGRATE_SUM, /* GT_CKPT_SUM for more rounds (MG_*); "RESULT x" on COM1 */
-	GT_CKPT_WIDE, /* GT_CKPT_SUM over CK_WIDE_SIZE: overflows a small dirty ring */
 };
 
 /*
@@ -37,12 +36,6 @@ enum guest_test {
 #define CK_BUF_SIZE (256ULL << 10)
 #define CK_ROUND 40
 #define CK_ROUNDS 12
-/*
- * GT_CKPT_WIDE: the same rounds over 4 MiB (896 data pages), more pages per
- * round than a 256-entry dirty ring holds, so the ring fills between collects.
- */
-#define CK_WIDE_BUF 0x1000000ULL
-#define CK_WIDE_SIZE (4ULL << 20)
 
 /*
  * GT_MIGRATE_SUM: GT_CKPT_SUM's buffer and pattern, rewritten for more
