@@ -71,6 +71,12 @@ const char cli_run_usage[] =
 	"                        (on, limited to these events: instructions, cycles,\n"
 	"                        ref-cycles, branches, branch-misses, cache-references,\n"
 	"                        cache-misses, or raw 0x... KVM filter values)\n"
+	"      --dirty-ring MODE on (default where KVM offers it), off, or ENTRIES per\n"
+	"                        vCPU (a power of two, 256..65536; default 16384):\n"
+	"                        track the guest's writes for migration and\n"
+	"                        checkpoints with KVM's dirty ring; off, or where KVM\n"
+	"                        lacks it, a dirty bitmap (an error if asked for);\n"
+	"                        with --restore and --incoming too\n"
 	"      --restore DIR     start from the checkpoint in DIR (qlite snapshot save)\n"
 	"                        instead of booting: memory, vCPUs and devices as they\n"
 	"                        were; its configuration comes from the checkpoint, so\n"
@@ -107,6 +113,7 @@ enum {
 	OPT_RESTORE = 200,
 	OPT_RESTORE_MODE,
 	OPT_INCOMING,
+	OPT_DIRTY_RING,
 	OPT_NO_REBOOT = 256,
 	OPT_CONSOLE,
 	OPT_MEM_BACKEND,
@@ -152,6 +159,7 @@ static const struct option run_longopts[] = {
 	{ "restore", required_argument, NULL, OPT_RESTORE },
 	{ "restore-mode", required_argument, NULL, OPT_RESTORE_MODE },
 	{ "incoming", required_argument, NULL, OPT_INCOMING },
+	{ "dirty-ring", required_argument, NULL, OPT_DIRTY_RING },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -183,6 +191,32 @@ static const char *cli_vm_opt_name(int c, const char *arg)
 	default:
 		return NULL;
 	}
+}
+
+/* --dirty-ring on|off|ENTRIES */
+static int cli_parse_dirty_ring(const char *arg, struct run_options *o, struct qerr *e)
+{
+	uint64_t v;
+
+	o->dirty_ring_entries = 0;
+	if (!strcmp(arg, "on")) {
+		o->dirty_ring = VM_DIRTY_RING_ON;
+		return 0;
+	}
+	if (!strcmp(arg, "off")) {
+		o->dirty_ring = VM_DIRTY_RING_OFF;
+		return 0;
+	}
+	if (parse_uint(arg, 0, UINT32_MAX, &v))
+		return qerr_set(e, EINVAL,
+				"--dirty-ring %s: expected on, off or a number of entries", arg);
+	if (v < VM_DIRTY_RING_MIN_ENTRIES || v > VM_DIRTY_RING_MAX_ENTRIES || (v & (v - 1)))
+		return qerr_set(e, EINVAL,
+				"--dirty-ring %s: entries must be a power of two from %u to %u",
+				arg, VM_DIRTY_RING_MIN_ENTRIES, VM_DIRTY_RING_MAX_ENTRIES);
+	o->dirty_ring = VM_DIRTY_RING_ON;
+	o->dirty_ring_entries = (unsigned int)v;
+	return 0;
 }
 
 static int cli_parse_mem(const char *arg, uint64_t host_mem, uint64_t *out, struct qerr *e)
@@ -355,6 +389,11 @@ int cli_parse_run(int argc, char **argv, uint64_t host_mem, unsigned int max_cpu
 					return ret;
 			}
 			o->incoming = optarg;
+			break;
+		case OPT_DIRTY_RING:
+			ret = cli_parse_dirty_ring(optarg, o, e);
+			if (ret)
+				return ret;
 			break;
 		case OPT_RESTORE_MODE:
 			if (strcmp(optarg, "lazy") && strcmp(optarg, "eager"))

@@ -799,6 +799,8 @@ int ctl_snapshot_load(struct ctl *c, const char *dir, enum ckpt_restore_mode mod
 	/* Host-side wiring stays: console, the event loop. */
 	vc.console_in = c->cfg.vm.console_in;
 	vc.console_out = c->cfg.vm.console_out;
+	vc.dirty_ring = c->cfg.vm.dirty_ring;
+	vc.dirty_ring_entries = c->cfg.vm.dirty_ring_entries;
 	vc.loop = c->loop;
 	if (old && was_running)
 		vm_pause(old);
@@ -883,6 +885,10 @@ static struct json_object *mig_stats_json(const struct mig_stats *st)
 		add_int(ram, "pages-per-second", st->bandwidth / 4096);
 		add_int(ram, "precopy-bytes", st->transferred - st->postcopy_bytes);
 		add_int(ram, "postcopy-bytes", st->postcopy_bytes);
+		if (st->dirty_tracking)
+			/* qlite's: "ring" or "bitmap" (the source's KVM dirty tracking). */
+			json_object_object_add(ram, "dirty-tracking",
+					       json_object_new_string(st->dirty_tracking));
 		json_object_object_add(o, "ram", ram);
 		if (st->postcopy) {
 			/* qlite's: what post-copy cost the guest (QEMU has no such object). */
@@ -1173,6 +1179,8 @@ static void ctl_mig_build(struct ctl *c)
 		vc.no_reboot = true;
 	vc.console_in = c->cfg.vm.console_in;
 	vc.console_out = c->cfg.vm.console_out;
+	vc.dirty_ring = c->cfg.vm.dirty_ring;
+	vc.dirty_ring_entries = c->cfg.vm.dirty_ring_entries;
 	if (!ret) {
 		c->cfg.vm = vc;
 		c->mig_building = true;

@@ -151,6 +151,8 @@ static int cmd_run_restore(struct run_options *o)
 	}
 	if (o->no_reboot)
 		cfg.vm.no_reboot = true;
+	cfg.vm.dirty_ring = o->dirty_ring;
+	cfg.vm.dirty_ring_entries = o->dirty_ring_entries;
 	sfd = signals_setup();
 	cfg.vm.console_in = o->console ? STDIN_FILENO : -1;
 	cfg.vm.console_out = o->console ? STDOUT_FILENO : -1;
@@ -202,6 +204,8 @@ static int cmd_run_incoming(struct run_options *o, uint64_t host_mem)
 	cfg.incoming_nnets = o->nnets;
 	cfg.incoming_no_reboot = o->no_reboot;
 	cfg.host_mem = host_mem;
+	cfg.vm.dirty_ring = o->dirty_ring;
+	cfg.vm.dirty_ring_entries = o->dirty_ring_entries;
 	sfd = signals_setup();
 	cfg.vm.console_in = o->console ? STDIN_FILENO : -1;
 	cfg.vm.console_out = o->console ? STDOUT_FILENO : -1;
@@ -285,6 +289,8 @@ static int cmd_run(int argc, char **argv)
 	cfg.vm.balloon = o.balloon;
 	cfg.vm.balloon_no_reporting = o.balloon_no_reporting;
 	cfg.vm.pmu = &o.pmu;
+	cfg.vm.dirty_ring = o.dirty_ring;
+	cfg.vm.dirty_ring_entries = o.dirty_ring_entries;
 	cfg.vm.console_in = o.console ? STDIN_FILENO : -1;
 	cfg.vm.console_out = o.console ? STDOUT_FILENO : -1;
 	cfg.start_paused = o.paused;

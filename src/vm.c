@@ -245,92 +245,6 @@ static int vm_setup_memory(struct vm *vm, struct qerr *e)
 	return 0;
 }
 
-static int vm_set_slot_flags(struct vm *vm, uint32_t flags, struct qerr *e)
-{
-	unsigned int i;
-
-	for (i = 0; i < vm->mem.nr_regions; i++) {
-		const struct mem_region *r = &vm->mem.regions[i];
-		struct kvm_userspace_memory_region kr = {
-			.slot = r->slot,
-			.flags = flags,
-			.guest_phys_addr = r->gpa,
-			.memory_size = r->size,
-			.userspace_addr = (uintptr_t)r->hva,
-		};
-
-		if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &kr) < 0)
-			return qerr_set(e, errno, "cannot set dirty logging on memory slot %u: %s",
-					r->slot, strerror(errno));
-	}
-	return 0;
-}
-
-int vm_dirty_log_start(struct vm *vm, struct qerr *e)
-{
-	int ret;
-
-	if (vm->dirty_logging)
-		return 0;
-	ret = vm_set_slot_flags(vm, KVM_MEM_LOG_DIRTY_PAGES, e);
-	if (ret) {
-		vm_set_slot_flags(vm, 0, NULL);
-		return ret;
-	}
-	vm->dirty_logging = true;
-	return 0;
-}
-
-int vm_dirty_log_stop(struct vm *vm, struct qerr *e)
-{
-	int ret;
-
-	if (!vm->dirty_logging)
-		return 0;
-	ret = vm_set_slot_flags(vm, 0, e);
-	if (!ret)
-		vm->dirty_logging = false;
-	return ret;
-}
-
-int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e)
-{
-	const unsigned int bits = 8 * sizeof(unsigned long);
-	unsigned long *log = NULL;
-	size_t cap = 0;
-	unsigned int i;
-
-	if (!vm->dirty_logging)
-		return qerr_set(e, EINVAL, "dirty logging is off");
-	for (i = 0; i < vm->mem.nr_regions; i++) {
-		const struct mem_region *r = &vm->mem.regions[i];
-		uint64_t npages = r->size / 4096, first = r->fd_offset / 4096, p;
-		size_t need = (npages + 63) / 64 * 8;
-		struct kvm_dirty_log dl = { .slot = r->slot };
-
-		if (need > cap) {
-			free(log);
-			log = calloc(1, need);
-			cap = need;
-			if (!log)
-				return qerr_set(e, ENOMEM, "out of memory");
-		}
-		memset(log, 0, need);
-		dl.dirty_bitmap = log;
-		if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &dl) < 0) {
-			int err = errno;
-
-			free(log);
-			return qerr_set(e, err, "KVM_GET_DIRTY_LOG: %s", strerror(err));
-		}
-		for (p = 0; p < npages; p++)
-			if (log[p / bits] & (1UL << (p % bits)))
-				bitmap[(first + p) / bits] |= 1UL << ((first + p) % bits);
-	}
-	free(log);
-	return 0;
-}
-
 static int vm_setup_irqchip(struct vm *vm, struct qerr *e)
 {
 	struct kvm_pit_config pit = { .flags = 0 };
@@ -455,6 +369,7 @@ int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e)
 	vm->loop = cfg->loop;
 	vm->kvm_fd = vm->vm_fd = vm->stop_efd = -1;
 	vm->mem.memfd = -1;
+	pthread_mutex_init(&vm->dirty_lock, NULL);
 	bus_init(&vm->pio, "pio");
 	bus_init(&vm->mmio, "mmio");
 
@@ -493,6 +408,10 @@ int vm_create(const struct vm_config *cfg, struct vm **out, struct qerr *e)
 	if (ret)
 		goto err;
 	ret = vm_create_devices(vm, e);
+	if (ret)
+		goto err;
+	/* Before any vCPU exists: KVM sizes each vCPU's ring at its creation. */
+	ret = vm_dirty_ring_setup(vm, e);
 	if (ret)
 		goto err;
 	for (i = 0; i < vm->ncpus; i++) {
@@ -546,6 +465,8 @@ void vm_destroy(struct vm *vm)
 	bus_destroy(&vm->pio);
 	bus_destroy(&vm->mmio);
 	free(vm->supported_cpuid);
+	free(vm->dirty_pending);
+	pthread_mutex_destroy(&vm->dirty_lock);
 	if (vm->stop_efd >= 0)
 		close(vm->stop_efd);
 	if (vm->vm_fd >= 0)

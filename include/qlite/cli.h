@@ -9,6 +9,7 @@
 #include "qlite/profile.h"
 #include "qlite/util.h"
 #include "qlite/virtio.h"
+#include "qlite/vm.h"
 #include "qlite/vpmu.h"
 
 #define CLI_DEFAULT_MEM (512 * MiB)
@@ -40,6 +41,8 @@ struct run_options {
 	unsigned int nnets;
 	char *net_specs[CLI_MAX_NETS];
 	struct vpmu_config pmu; /* --pmu */
+	enum vm_dirty_ring dirty_ring; /* --dirty-ring (host-local: --restore, --incoming too) */
+	unsigned int dirty_ring_entries; /* --dirty-ring=ENTRIES; 0: the default */
 	const char *restore; /* --restore DIR */
 	const char *incoming; /* --incoming URI|defer */
 	bool restore_eager; /* --restore-mode eager */

@@ -92,6 +92,7 @@ struct mig_stats {
 	uint64_t faults;	    /* destination: page faults (guest, KVM, VMM) */
 	uint64_t faults_waited;	    /* of which waited for the network */
 	uint64_t fault_p50_ns, fault_p99_ns;
+	const char *dirty_tracking; /* source: vm_dirty_tracking_name() (static) */
 	char error[512];
 };
 

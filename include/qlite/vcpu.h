@@ -46,6 +46,10 @@ struct vcpu {
 	enum vcpu_state state; /* what the thread is doing */
 	enum vcpu_state target; /* what it has been told to do */
 
+	/* The dirty ring (vm->dirty_ring_entries entries) and the next entry to harvest. */
+	struct kvm_dirty_gfn *dirty_gfns;
+	uint32_t dirty_fetch; /* under vm->dirty_lock */
+
 	/* Last exit left an I/O to be completed by the next KVM_RUN. */
 	bool io_pending;
 

@@ -28,6 +28,21 @@ struct sbuf;
 
 #define VM_MAX_VCPUS 64
 
+/*
+ * Dirty tracking of guest RAM: KVM's per-vCPU dirty ring, or the per-slot
+ * bitmap (KVM_GET_DIRTY_LOG). A host-local choice: never in a checkpoint
+ * or a migration stream.
+ */
+enum vm_dirty_ring {
+	VM_DIRTY_RING_AUTO = 0, /* the ring when KVM offers it, else the bitmap */
+	VM_DIRTY_RING_OFF, /* the bitmap */
+	VM_DIRTY_RING_ON, /* the ring, or vm_create() fails */
+};
+/* 256 KiB per vCPU: kvm-pvm overflowed 4096 (it pushes a page per exit). */
+#define VM_DIRTY_RING_DEFAULT_ENTRIES 16384
+#define VM_DIRTY_RING_MIN_ENTRIES 256 /* KVM: at least a page */
+#define VM_DIRTY_RING_MAX_ENTRIES 65536 /* KVM_DIRTY_RING_MAX_ENTRIES */
+
 enum vm_stop_reason {
 	VM_STOP_NONE = 0,
 	VM_STOP_POWEROFF, /* guest powered off (ACPI S5) */
@@ -58,6 +73,9 @@ struct vm_config {
 	int console_in;
 	int console_out;
 	const struct vpmu_config *pmu; /* guest PMU (vpmu.h); NULL: off */
+	/* Host-local (like the console): carried over to a restored or arriving VM. */
+	enum vm_dirty_ring dirty_ring;
+	unsigned int dirty_ring_entries; /* 0: VM_DIRTY_RING_DEFAULT_ENTRIES */
 };
 
 struct vm {
@@ -98,6 +116,19 @@ struct vm {
 	/* Checkpoint/restore: page elision, dirty tracking, lazy restore (checkpoint.h). */
 	struct ckpt_vm *ckpt;
 	bool dirty_logging; /* KVM_MEM_LOG_DIRTY_PAGES on every RAM slot */
+	/*
+	 * The dirty ring (src/dirty.c): entries per vCPU ring, 0 for the
+	 * bitmap. @dirty_lock covers harvesting and KVM_RESET_DIRTY_RINGS
+	 * (worker and vCPU threads) and @dirty_pending: what vCPUs harvested
+	 * on a full ring, not collected yet (one bit per page of the mapping).
+	 */
+	unsigned int dirty_ring_entries;
+	pthread_mutex_t dirty_lock;
+	unsigned long *dirty_pending;
+	uint64_t dirty_ring_full; /* KVM_EXIT_DIRTY_RING_FULL exits (atomic) */
+	uint64_t dirty_ring_bad; /* entries naming no RAM page: skipped */
+	bool dirty_ring_overflow; /* KVM wrote past a ring: the next collect fails */
+	uint64_t dirty_ring_overflows; /* times (logged the first time) */
 	/* paused_clock came from a checkpoint; set it when the vCPUs (re)start. */
 	bool clock_loaded;
 };
@@ -144,15 +175,31 @@ int vm_msi_route_set(struct vm *vm, int *gsi, uint32_t addr_lo, uint32_t addr_hi
 void vm_msi_route_free(struct vm *vm, int gsi);
 
 /*
- * KVM dirty logging of guest RAM (checkpoints, migration). Start turns it on
- * for every slot; collect ORs the pages the guest wrote since the last
- * collect into @bitmap (one bit per 4 KiB page of the RAM mapping) and
- * clears KVM's log. Device writes are in mem.dirty, not here.
+ * KVM dirty logging of guest RAM (checkpoints, migration), through the
+ * dirty ring or the bitmap (src/dirty.c). Start turns it on for every slot;
+ * collect ORs the pages the guest wrote since the last collect into
+ * @bitmap (one bit per 4 KiB page of the RAM mapping) and clears KVM's log
+ * (resets the rings). With every vCPU out of KVM_RUN a collect is complete.
+ * Device writes are in mem.dirty, not here. Collect may run on any thread
+ * while vCPUs run; start and stop not concurrently with a collect.
  */
 int vm_dirty_log_start(struct vm *vm, struct qerr *e);
 /* Off again (a migration that failed): KVM maps guest RAM with huge pages again. */
 int vm_dirty_log_stop(struct vm *vm, struct qerr *e);
 int vm_dirty_log_collect(struct vm *vm, unsigned long *bitmap, struct qerr *e);
+/*
+ * In vm_create(), before any vCPU: enable the ring as cfg.dirty_ring asks
+ * (AUTO falls back to the bitmap, ON fails with a message naming why).
+ */
+int vm_dirty_ring_setup(struct vm *vm, struct qerr *e);
+/*
+ * vCPU @v got KVM_EXIT_DIRTY_RING_FULL: harvest every ring into
+ * vm->dirty_pending and reset them, so the vCPU can re-enter. A ring KVM
+ * overflowed is brought back in step (and the next collect fails).
+ */
+int vm_dirty_ring_reap(struct vm *vm, struct vcpu *v);
+/* "ring" or "bitmap": what vm_dirty_log_* use on this VM. */
+const char *vm_dirty_tracking_name(const struct vm *vm);
 
 /*
  * The VM's in-kernel KVM state as a blob (format: src/vcpu/state.c): PIC

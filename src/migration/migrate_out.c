@@ -1422,6 +1422,7 @@ void mig_out_stats(struct mig_out *j, struct mig_stats *st)
 	if (j->pc_tx_start)
 		st->postcopy_bytes = j->conn.tx_bytes + j->uconn.tx_bytes - j->pc_tx_start;
 	st->transferred += j->uconn.tx_bytes;
+	st->dirty_tracking = vm_dirty_tracking_name(j->vm);
 }
 
 int mig_out_finish(struct mig_out *j, struct mig_stats *st, bool *handed_over, struct qerr *e)

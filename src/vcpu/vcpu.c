@@ -109,6 +109,19 @@ int vcpu_create(struct vm *vm, unsigned int id, struct vcpu **out)
 		close(v->fd);
 		goto err;
 	}
+	if (vm->dirty_ring_entries) {
+		void *ring = mmap(NULL, vm->dirty_ring_entries * sizeof(struct kvm_dirty_gfn),
+				  PROT_READ | PROT_WRITE, MAP_SHARED, v->fd,
+				  KVM_DIRTY_LOG_PAGE_OFFSET * sysconf(_SC_PAGESIZE));
+
+		if (ring == MAP_FAILED) {
+			ret = -errno;
+			munmap(v->run, vm->run_size);
+			close(v->fd);
+			goto err;
+		}
+		v->dirty_gfns = ring;
+	}
 	*out = v;
 	return 0;
 err:
@@ -123,6 +136,8 @@ void vcpu_destroy(struct vcpu *v)
 	if (!v)
 		return;
 	munmap(v->run, v->vm->run_size);
+	if (v->dirty_gfns)
+		munmap(v->dirty_gfns, v->vm->dirty_ring_entries * sizeof(struct kvm_dirty_gfn));
 	close(v->fd);
 	pthread_mutex_destroy(&v->lock);
 	pthread_cond_destroy(&v->cond);
@@ -258,6 +273,17 @@ static bool vcpu_handle_exit(struct vcpu *v)
 	case KVM_EXIT_INTR:
 	case KVM_EXIT_IRQ_WINDOW_OPEN:
 		return true;
+	case KVM_EXIT_DIRTY_RING_FULL: {
+		/* KVM will not run this vCPU again until its ring is reaped and reset. */
+		int ret = vm_dirty_ring_reap(v->vm, v);
+
+		if (ret) {
+			log_msg("vcpu%u: cannot reap the dirty ring: %s", v->id, strerror(-ret));
+			vm_request_stop(v->vm, VM_STOP_ERROR);
+			return false;
+		}
+		return true;
+	}
 	case KVM_EXIT_HLT:
 		/* Only without an in-kernel LAPIC; a HLT with nothing to wake it. */
 		vcpu_dump(v, "guest halted with no interrupt controller to wake it");

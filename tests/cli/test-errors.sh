@@ -50,6 +50,16 @@ expect "--pmu bad mode" 1 "--pmu maybe: expected off, on or allow=" -- \
     "$qlite" run --kernel "$tmp/ok.bz" --pmu maybe
 expect "--pmu unknown event" 1 "unknown event 'frob'" -- \
     "$qlite" run --kernel "$tmp/ok.bz" --pmu allow=cycles,frob
+expect "--dirty-ring bad mode" 1 "--dirty-ring maybe: expected on, off or a number of entries" -- \
+    "$qlite" run --kernel "$tmp/ok.bz" --dirty-ring maybe
+expect "--dirty-ring not a power of two" 1 "--dirty-ring 1000: entries must be a power of two from 256 to 65536" -- \
+    "$qlite" run --kernel "$tmp/ok.bz" --dirty-ring=1000
+expect "--dirty-ring too small" 1 "--dirty-ring 64: entries must be a power of two" -- \
+    "$qlite" run --kernel "$tmp/ok.bz" --dirty-ring=64
+expect "--dirty-ring empty" 1 "--dirty-ring : expected on, off" -- \
+    "$qlite" run --kernel "$tmp/ok.bz" --dirty-ring=
+expect "--dirty-ring with --restore: parsed, then the checkpoint" 1 "cannot open checkpoint" -- \
+    "$qlite" run --restore "$tmp" --dirty-ring=off
 expect "profile: no --qmp" 1 "--qmp PATH is required" -- "$qlite" profile
 expect "profile: --freq too high" 1 "above the limit of 10000 Hz" -- \
     "$qlite" profile --qmp x --freq 10001

@@ -8,6 +8,11 @@
  * buffer is small: kvm-pvm takes an exit on every first write to a page.) Then damaged
  * checkpoints (a flipped byte, a truncated stream, a short memory file, a
  * missing file) must each be refused with a message and exit status 1.
+ * The checkpointing runs three times: with KVM's dirty ring (the default;
+ * kvm-pvm dirties a page on every exit, so its rings fill and vCPUs exit
+ * KVM_EXIT_DIRTY_RING_FULL), the bitmap (--dirty-ring=off), and a ring of
+ * 256 entries, which must give the exact result too or, where KVM writes
+ * past such a ring (kvm-pvm), fail the checkpoint naming the overflow.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -49,6 +55,8 @@ struct driver {
 	uint64_t stats_round; /* the guest's round when the last save completed */
 	uint64_t round_at_ckpt, round_at_ckpt2;
 	struct json_object *stats, *stats1;
+	bool allow_overflow; /* a save may fail naming a dirty ring overflow */
+	bool overflowed;
 };
 
 static void on_event(void *opaque, struct json_object *ev)
@@ -78,6 +86,11 @@ static bool save(struct driver *d, struct qmp_conn *q, const char *dir, bool sto
 	d->completed = false;
 	r = qmp_conn_execute(q, "snapshot-save", args, &qerr_flag, &e);
 	json_object_put(args);
+	if (!r && d->allow_overflow && strstr(e.msg, "overflowed a dirty ring")) {
+		printf("snapshot-save %s refused: %s\n", dir, e.msg);
+		d->overflowed = true;
+		return false;
+	}
 	if (!r) {
 		fprintf(stderr, "FAIL snapshot-save %s: %s\n", dir, e.msg);
 		failures++;
@@ -233,71 +246,96 @@ static void expect_refused(const char *qlite, const char *dir, const char *what,
 	free(err);
 }
 
-int main(void)
+/* How one checkpointing run tracks dirty pages, and what its restores get. */
+struct track_mode {
+	const char *name;
+	enum vm_dirty_ring ring;
+	unsigned int entries; /* the smallest ring KVM takes here, from this up */
+	const char *expect; /* vm_dirty_tracking_name() */
+	bool all_restores; /* else only the incremental checkpoint's, eager and lazy */
+	bool allow_overflow; /* the incremental save may fail naming an overflow */
+	const char *ref; /* the uninterrupted RESULT */
+	char dir[256]; /* the full checkpoint */
+};
+
+/*
+ * Checkpointed mid-run (full, then incremental), the VM quits; restored in
+ * new processes (with the same --dirty-ring), each must end with @m->ref.
+ */
+static void checkpoint_run(const char *qlite, struct track_mode *m)
 {
-	const char *qlite = getenv("QLITE_BIN");
-	char sock[256], dir[256], dir2[256], bad[256], path[512], ref[32] = "", res[32];
-	struct ktest t;
+	char sock[256], dir2[256], res[32], ring_opt[64];
 	struct driver d = { 0 };
+	struct ktest t;
 	pthread_t th;
 	char *out;
-	int ret;
+	unsigned int i, entries = m->entries;
+	uint64_t ring_full = 0, ring_bad = 0, ring_over = 0;
 	const char *modes[] = { "eager", "lazy" };
-	unsigned int m;
 
-	if (!qlite || !mkdtemp(tmpdir)) {
-		fprintf(stderr, "QLITE_BIN is not set (run through meson test)\n");
-		return 1;
-	}
-	/* 1. The uninterrupted run. */
-	ret = ktest_create(&t, 1, MEM);
-	if (ret == KTEST_SKIP)
-		return KTEST_SKIP;
-	CHECK(ret == 0 && ktest_start(&t, GT_CKPT_SUM) == 0);
-	CHECK(ktest_run(&t, 120) == VM_STOP_POWEROFF);
-	out = ktest_console(&t);
-	CHECK(find_result(out, ref, sizeof(ref)));
-	if (!ref[0]) {
-		fprintf(stderr, "console: %s\nround %llu\n", out,
-			(unsigned long long)ktest_shared(&t)[CK_ROUND]);
-		vcpu_dump(t.vm->vcpus[0], "no result");
-	}
-	printf("uninterrupted: RESULT %s\n", ref);
-	free(out);
-	ktest_destroy(&t);
+	printf("--- dirty tracking: %s\n", m->name);
+	snprintf(sock, sizeof(sock), "%s/qmp-%s.sock", tmpdir, m->name);
+	snprintf(m->dir, sizeof(m->dir), "%s/ckpt-%s", tmpdir, m->name);
+	snprintf(dir2, sizeof(dir2), "%s/ckpt-incr-%s", tmpdir, m->name);
+	for (;;) {
+		CHECK(ktest_create(&t, 1, MEM) == 0);
+		/* The other backend here: the restores (and their lazy fill) use it too. */
+		t.devices.mem_backend = MEM_BACKEND_MEMFD;
+		t.devices.dirty_ring = m->ring;
+		t.devices.dirty_ring_entries = entries;
+		{
+			static char spec[300];
 
-	/* 2. Checkpointed mid-run (full, then incremental), then the VM quits. */
-	snprintf(sock, sizeof(sock), "%s/qmp.sock", tmpdir);
-	snprintf(dir, sizeof(dir), "%s/ckpt", tmpdir);
-	snprintf(dir2, sizeof(dir2), "%s/ckpt-incr", tmpdir);
-	CHECK(ktest_create(&t, 1, MEM) == 0);
-	/* The other backend here: the restores (and their lazy fill) use it too. */
-	t.devices.mem_backend = MEM_BACKEND_MEMFD;
-	{
-		static char spec[300];
-
-		snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", sock);
-		t.qmp = spec;
+			snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", sock);
+			t.qmp = spec;
+		}
+		if (ktest_start(&t, GT_CKPT_SUM) == 0)
+			break;
+		ktest_destroy(&t);
+		/* A host with PML reserves 576 entries: small rings are refused there. */
+		if (!entries || entries >= 4096) {
+			fprintf(stderr, "FAIL %s: no VM\n", m->name);
+			failures++;
+			return;
+		}
+		entries *= 2;
 	}
-	CHECK(ktest_start(&t, GT_CKPT_SUM) == 0);
+	if (entries)
+		printf("ring of %u entries per vCPU\n", entries);
+	CHECK(!strcmp(vm_dirty_tracking_name(t.vm), m->expect));
 	d.t = &t;
 	d.sock = sock;
-	d.dir = dir;
+	d.dir = m->dir;
 	d.dir2 = dir2;
+	d.allow_overflow = m->allow_overflow;
 	pthread_create(&th, NULL, drive, &d);
 	ktest_run(&t, 120);
 	pthread_join(th, NULL);
+	if (t.ctl->vm) {
+		ring_full = __atomic_load_n(&t.ctl->vm->dirty_ring_full, __ATOMIC_RELAXED);
+		ring_bad = t.ctl->vm->dirty_ring_bad;
+		ring_over = t.ctl->vm->dirty_ring_overflows;
+	}
 	out = ktest_console(&t);
 	CHECK(!strstr(out, "RESULT")); /* it really was stopped mid-run */
 	free(out);
 	ktest_destroy(&t);
+	printf("dirty ring full exits: %llu, bad entries: %llu, overflows: %llu\n",
+	       (unsigned long long)ring_full, (unsigned long long)ring_bad,
+	       (unsigned long long)ring_over);
+	CHECK(ring_bad == 0);
+	/* An overflow fails the checkpoint; it is never silent. */
+	CHECK(!d.overflowed || ring_over > 0);
+	CHECK(m->allow_overflow || ring_over == 0);
+	if (!strcmp(m->expect, "bitmap"))
+		CHECK(ring_full == 0);
 	printf("full checkpoint after round %llu: %s\n", (unsigned long long)d.round_at_ckpt,
 	       d.stats1 ? json_object_to_json_string(d.stats1) : "(no stats)");
 	printf("incremental checkpoint after round %llu: %s\n",
 	       (unsigned long long)d.round_at_ckpt2,
 	       d.stats ? json_object_to_json_string(d.stats) : "(no stats)");
-	CHECK(d.round_at_ckpt >= 3 && d.round_at_ckpt2 > d.round_at_ckpt &&
-	      d.round_at_ckpt2 < CK_ROUNDS);
+	CHECK(d.round_at_ckpt >= 3 &&
+	      (d.overflowed || (d.round_at_ckpt2 > d.round_at_ckpt && d.round_at_ckpt2 < CK_ROUNDS)));
 	if (d.stats1) {
 		struct json_object *pages, *v;
 
@@ -316,28 +354,40 @@ int main(void)
 		CHECK(json_object_object_get_ex(d.stats, "pages", &pages));
 		CHECK(json_object_object_get_ex(pages, "parent", &v) &&
 		      json_object_get_int64(v) >= (int64_t)(MEM / 4096 / 2));
+		/* Every page the guest rewrote since the full one: none lost. */
 		CHECK(json_object_object_get_ex(pages, "data", &v) &&
 		      json_object_get_int64(v) >= (int64_t)(CK_BUF_SIZE / 4096 * 7 / 8));
 		json_object_put(d.stats);
 	}
 
-	/* 3. Restored in new processes: eager and lazy, full and incremental. */
-	for (m = 0; m < 4; m++) {
-		const char *mode = modes[m % 2], *from = m < 2 ? dir : dir2;
-		uint64_t at = m < 2 ? d.round_at_ckpt : d.round_at_ckpt2;
-		char *argv[] = { (char *)qlite, "run",	       "--restore", (char *)from,
+	/* Restored in new processes: eager and lazy, full and incremental. */
+	if (m->ring == VM_DIRTY_RING_OFF)
+		snprintf(ring_opt, sizeof(ring_opt), "--dirty-ring=off");
+	else if (entries)
+		snprintf(ring_opt, sizeof(ring_opt), "--dirty-ring=%u", entries);
+	else
+		snprintf(ring_opt, sizeof(ring_opt), "--dirty-ring=%s",
+			 !strcmp(m->expect, "ring") ? "on" : "off");
+	for (i = m->all_restores || d.overflowed ? 0 : 2; i < 4; i++) {
+		/* No incremental checkpoint after an overflow: the full one, eagerly. */
+		if (d.overflowed && i != 0)
+			break;
+		const char *mode = modes[i % 2], *from = i < 2 ? m->dir : dir2;
+		uint64_t at = i < 2 ? d.round_at_ckpt : d.round_at_ckpt2;
+		char *argv[] = { (char *)qlite, "run",		 "--restore", (char *)from,
 				 "--restore-mode", (char *)mode, "--console", "stdio",
-				 NULL };
+				 ring_opt,	   NULL };
 		char *err, want[64];
 		int rc = run_qlite(argv, &out, &err);
 
-		if (rc != 0 || !find_result(out, res, sizeof(res)) || strcmp(res, ref)) {
+		if (rc != 0 || !find_result(out, res, sizeof(res)) || strcmp(res, m->ref)) {
 			fprintf(stderr, "FAIL restore %s (%s): exit %d, RESULT '%s' vs '%s'\n%s\n%s\n",
-				from, mode, rc, find_result(out, res, sizeof(res)) ? res : "(none)", ref,
-				out, err);
+				from, mode, rc, find_result(out, res, sizeof(res)) ? res : "(none)",
+				m->ref, out, err);
 			failures++;
 		} else {
-			printf("restored %s (%s): RESULT %s, as uninterrupted\n", from, mode, res);
+			printf("restored %s (%s, %s): RESULT %s, as uninterrupted\n", from, mode,
+			       ring_opt, res);
 		}
 		/* It went on from the checkpoint (which may land mid-line), no restart. */
 		snprintf(want, sizeof(want), "round %016llx", (unsigned long long)at + 1);
@@ -349,13 +399,88 @@ int main(void)
 		free(out);
 		free(err);
 	}
+}
 
-	/* 4. Damaged checkpoints: refused, nothing runs. */
+/* The RESULT of an uninterrupted run of @test. */
+static bool uninterrupted(enum guest_test test, char *ref, size_t len, int *skip)
+{
+	struct ktest t;
+	char *out;
+	int ret = ktest_create(&t, 1, MEM);
+
+	if (ret == KTEST_SKIP) {
+		*skip = 1;
+		return false;
+	}
+	CHECK(ret == 0 && ktest_start(&t, test) == 0);
+	CHECK(ktest_run(&t, 120) == VM_STOP_POWEROFF);
+	out = ktest_console(&t);
+	CHECK(find_result(out, ref, len));
+	if (!ref[0]) {
+		fprintf(stderr, "console: %s\nround %llu\n", out,
+			(unsigned long long)ktest_shared(&t)[CK_ROUND]);
+		vcpu_dump(t.vm->vcpus[0], "no result");
+	}
+	printf("uninterrupted: RESULT %s\n", ref);
+	free(out);
+	ktest_destroy(&t);
+	return ref[0] != 0;
+}
+
+/* Does this KVM offer the dirty ring (so that AUTO picks it)? */
+static bool kvm_has_dirty_ring(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), n;
+
+	if (fd < 0)
+		return false;
+	n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+	if (n <= 0)
+		n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+	close(fd);
+	return n >= 4096;
+}
+
+int main(void)
+{
+	const char *qlite = getenv("QLITE_BIN");
+	char bad[256], path[512], ref[32] = "";
+	bool ring = kvm_has_dirty_ring();
+	int skip = 0;
+	struct track_mode modes[] = {
+		/* The default: the ring where KVM has one. */
+		{ .name = "default", .ring = VM_DIRTY_RING_AUTO,
+		  .expect = ring ? "ring" : "bitmap", .all_restores = true, .ref = ref },
+		{ .name = "bitmap", .ring = VM_DIRTY_RING_OFF, .expect = "bitmap", .ref = ref },
+		/* The smallest ring (doubled until KVM takes it): full rings, or an overflow. */
+		{ .name = "small-ring", .ring = VM_DIRTY_RING_ON,
+		  .entries = VM_DIRTY_RING_MIN_ENTRIES, .expect = "ring", .allow_overflow = true,
+		  .ref = ref },
+	};
+	unsigned int i;
+
+	if (!qlite || !mkdtemp(tmpdir)) {
+		fprintf(stderr, "QLITE_BIN is not set (run through meson test)\n");
+		return 1;
+	}
+	/* 1. The uninterrupted runs. */
+	if (!uninterrupted(GT_CKPT_SUM, ref, sizeof(ref), &skip) && skip)
+		return KTEST_SKIP;
+	if (!ring)
+		printf("this KVM has no dirty ring: the bitmap only\n");
+
+	/* 2. Checkpointed mid-run, restored: with the ring, the bitmap, a ring that fills. */
+	for (i = 0; i < ARRAY_SIZE(modes); i++)
+		if (ring || modes[i].ring != VM_DIRTY_RING_ON)
+			checkpoint_run(qlite, &modes[i]);
+
+	/* 3. Damaged checkpoints: refused, nothing runs. */
 	snprintf(bad, sizeof(bad), "%s/bad", tmpdir);
 	mkdir(bad, 0755);
 	snprintf(path, sizeof(path), "%s/%s", bad, CKPT_MEMORY_FILE);
 	{
 		char src[512];
+		const char *dir = modes[0].dir;
 
 		snprintf(src, sizeof(src), "%s/%s", dir, CKPT_MEMORY_FILE);
 		copy_file(src, path, -1);

@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -216,6 +217,7 @@ struct driver {
 	/* For the main thread. */
 	struct json_object *final; /* figures of the migration that completed */
 	char d1_qmp[256];
+	const char *d1_opt; /* D1's --dirty-ring */
 	struct child d1;
 };
 
@@ -388,10 +390,10 @@ static void fake_stop(struct fake *f)
 }
 
 /* A destination process; its QMP answering means it listens. */
-static void start_dest(struct child *ch, const char *incoming, const char *qmp_path,
-		       const char *extra, int fd3)
+static void start_dest_opt(struct child *ch, const char *incoming, const char *qmp_path,
+			   const char *extra, int fd3, const char *opt)
 {
-	char spec[300], *argv[12];
+	char spec[300], *argv[14];
 	struct qmp_conn q = {.fd = -1};
 	int n = 0;
 
@@ -408,11 +410,28 @@ static void start_dest(struct child *ch, const char *incoming, const char *qmp_p
 		argv[n++] = "--disk";
 		argv[n++] = (char *)extra;
 	}
+	if (opt)
+		argv[n++] = (char *)opt;
 	argv[n] = NULL;
 	unlink(qmp_path);
 	child_spawn(ch, argv, fd3);
 	if (qmp_open_retry(&q, qmp_path))
 		qmp_conn_close(&q);
+}
+
+static void start_dest(struct child *ch, const char *incoming, const char *qmp_path,
+		       const char *extra, int fd3)
+{
+	start_dest_opt(ch, incoming, qmp_path, extra, fd3, NULL);
+}
+
+/* query-migrate's ram.dirty-tracking (qlite's): "ring" or "bitmap". */
+static const char *dirty_tracking(struct json_object *info)
+{
+	struct json_object *ram = NULL;
+
+	json_object_object_get_ex(info, "ram", &ram);
+	return jstr(ram, "dirty-tracking");
 }
 
 static void *drive(void *arg)
@@ -543,7 +562,7 @@ static void *drive(void *arg)
 	snprintf(path, sizeof(path), "%s/mig1.sock", tmpdir);
 	snprintf(uri, sizeof(uri), "unix:%s", path);
 	snprintf(d->d1_qmp, sizeof(d->d1_qmp), "%s/d1-qmp.sock", tmpdir);
-	start_dest(&d->d1, "defer", d->d1_qmp, NULL, -1);
+	start_dest_opt(&d->d1, "defer", d->d1_qmp, NULL, -1, d->d1_opt);
 	{
 		struct qmp_conn q1 = {.fd = -1};
 		char args[400];
@@ -1186,14 +1205,30 @@ static void print_figures(const char *what, struct json_object *info)
 
 	json_object_object_get_ex(info, "ram", &ram);
 	printf("%s: status %s, total-time %lld ms, setup-time %lld ms, downtime %lld ms, "
-	       "rounds %lld, transferred %lld bytes, pages %lld data / %lld zero, %.1f Mbit/s\n",
+	       "rounds %lld, transferred %lld bytes, pages %lld data / %lld zero, %.1f Mbit/s, "
+	       "dirty tracking %s\n",
 	       what, jstr(info, "status"), (long long)jint(info, "total-time"),
 	       (long long)jint(info, "setup-time"), (long long)jint(info, "downtime"),
 	       (long long)jint(ram, "dirty-sync-count"), (long long)jint(ram, "transferred"),
 	       (long long)jint(ram, "normal"), (long long)jint(ram, "duplicate"),
 	       ram && json_object_object_get(ram, "mbps")
 		       ? json_object_get_double(json_object_object_get(ram, "mbps"))
-		       : 0.0);
+		       : 0.0,
+	       jstr(ram, "dirty-tracking"));
+}
+
+/* Does this KVM offer the dirty ring (so that qlite uses it by default)? */
+static bool kvm_has_dirty_ring(void)
+{
+	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), n;
+
+	if (fd < 0)
+		return false;
+	n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+	if (n <= 0)
+		n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+	close(fd);
+	return n >= 4096;
 }
 
 int main(void)
@@ -1204,6 +1239,7 @@ int main(void)
 	struct child d2, d3, cli;
 	pthread_t th;
 	int ret, rc;
+	const char *tracking = kvm_has_dirty_ring() ? "ring" : "bitmap";
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
@@ -1258,6 +1294,11 @@ int main(void)
 	CHECK(ktest_start(&t, GT_MIGRATE_SUM) == 0);
 	d.t = &t;
 	snprintf(d.qmp_path, sizeof(d.qmp_path), "%s", sock);
+	/* The ring where KVM has one (the default here, asked for on D1). */
+	CHECK(!strcmp(vm_dirty_tracking_name(t.vm), tracking));
+	if (!strcmp(tracking, "ring"))
+		d.d1_opt = "--dirty-ring=on";
+	printf("source and D1 track dirty pages with the %s\n", tracking);
 	pthread_create(&th, NULL, drive, &d);
 	CHECK(ktest_run(&t, 120) == VM_STOP_QUIT);
 	pthread_join(th, NULL);
@@ -1278,6 +1319,7 @@ int main(void)
 		CHECK(jint(ram, "duplicate") >= (int64_t)(MEM / 4096 / 2));
 		CHECK(jint(ram, "transferred") < (int64_t)(8 << 20));
 		CHECK(jint(ram, "remaining") == 0);
+		CHECK(!strcmp(dirty_tracking(d.final), tracking));
 		CHECK(jint(d.final, "downtime") >= 0 &&
 		      jint(d.final, "downtime") <= jint(d.final, "total-time"));
 	}
@@ -1312,6 +1354,7 @@ int main(void)
 			failures++;
 		} else {
 			print_figures("D1 -> D2 (tcp 127.0.0.1, qlite migrate)", res);
+			CHECK(!strcmp(dirty_tracking(res), tracking));
 		}
 		json_object_put(res);
 		child_free(&cli);
@@ -1336,10 +1379,12 @@ int main(void)
 
 		CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
 		snprintf(d3q, sizeof(d3q), "%s/d3-qmp.sock", tmpdir);
-		start_dest(&d3, "fd:3", d3q, NULL, sp[1]);
+		/* The bitmap, on both sides (the destination's choice is its own). */
+		start_dest_opt(&d3, "fd:3", d3q, NULL, sp[1], "--dirty-ring=off");
 		close(sp[1]);
 		CHECK(ktest_create(&t, 1, MEM) == 0);
 		t.devices.mem_backend = MEM_BACKEND_MEMFD;
+		t.devices.dirty_ring = VM_DIRTY_RING_OFF;
 		{
 			static char spec[300];
 
@@ -1355,8 +1400,10 @@ int main(void)
 		CHECK(ktest_run(&t, 120) == VM_STOP_QUIT);
 		pthread_join(th, NULL);
 		ktest_destroy(&t);
-		if (d4.final)
-			print_figures("source -> D3 (fd:N, memfd backend, defaults)", d4.final);
+		if (d4.final) {
+			print_figures("source -> D3 (fd:N, memfd backend, bitmap)", d4.final);
+			CHECK(!strcmp(dirty_tracking(d4.final), "bitmap"));
+		}
 		rc = child_wait(&d3);
 		check_result("D3, over an inherited socket", &d3, rc, ref);
 		child_free(&d3);

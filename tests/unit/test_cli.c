@@ -340,6 +340,46 @@ static void test_pmu(void **state)
 	EXPECT_ERR(-EINVAL, "--pmu", "--kernel", "bz", "--pmu");
 }
 
+static void test_dirty_ring(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	(void)state;
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz"), 0);
+	assert_int_equal(o.dirty_ring, VM_DIRTY_RING_AUTO);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--dirty-ring=on"), 0);
+	assert_int_equal(o.dirty_ring, VM_DIRTY_RING_ON);
+	assert_int_equal(o.dirty_ring_entries, 0);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--dirty-ring", "off"), 0);
+	assert_int_equal(o.dirty_ring, VM_DIRTY_RING_OFF);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--dirty-ring=256"), 0);
+	assert_int_equal(o.dirty_ring, VM_DIRTY_RING_ON);
+	assert_int_equal(o.dirty_ring_entries, 256);
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--dirty-ring=65536"), 0);
+	assert_int_equal(o.dirty_ring_entries, 65536);
+	/* The last one given wins, entries included. */
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--dirty-ring=1024", "--dirty-ring=on"),
+			 0);
+	assert_int_equal(o.dirty_ring_entries, 0);
+	/* Host-local: allowed where the VM's configuration comes from elsewhere. */
+	assert_int_equal(PARSE(&o, &e, "--restore", "/ck", "--dirty-ring=off"), 0);
+	assert_int_equal(o.dirty_ring, VM_DIRTY_RING_OFF);
+	assert_int_equal(PARSE(&o, &e, "--incoming", "defer", "--dirty-ring=512"), 0);
+	assert_int_equal(o.dirty_ring_entries, 512);
+	EXPECT_ERR(-EINVAL, "--dirty-ring maybe: expected on, off or a number", "--kernel", "bz",
+		   "--dirty-ring=maybe");
+	EXPECT_ERR(-EINVAL, "--dirty-ring 1000: entries must be a power of two", "--kernel", "bz",
+		   "--dirty-ring=1000");
+	EXPECT_ERR(-EINVAL, "from 256 to 65536", "--kernel", "bz", "--dirty-ring=128");
+	EXPECT_ERR(-EINVAL, "from 256 to 65536", "--kernel", "bz", "--dirty-ring=131072");
+	EXPECT_ERR(-EINVAL, "--dirty-ring 0:", "--kernel", "bz", "--dirty-ring=0");
+	EXPECT_ERR(-EINVAL, "--dirty-ring -1", "--kernel", "bz", "--dirty-ring=-1");
+	EXPECT_ERR(-EINVAL, "--dirty-ring 99999999999", "--kernel", "bz",
+		   "--dirty-ring=99999999999");
+	EXPECT_ERR(-EINVAL, "--dirty-ring", "--kernel", "bz", "--dirty-ring");
+}
+
 /* ---- qlite profile ---------------------------------------------------- */
 
 static int parse_profile(struct profile_options *o, struct qerr *e, const char *const *args)
@@ -578,7 +618,7 @@ int main(void)
 		cmocka_unit_test(test_missing_value),  cmocka_unit_test(test_missing_kernel),
 		cmocka_unit_test(test_stray_argument), cmocka_unit_test(test_console_bad),
 		cmocka_unit_test(test_help),	       cmocka_unit_test(test_repeated_parsing),
-		cmocka_unit_test(test_pmu),	       cmocka_unit_test(test_profile_defaults),
+		cmocka_unit_test(test_pmu), cmocka_unit_test(test_dirty_ring),	       cmocka_unit_test(test_profile_defaults),
 		cmocka_unit_test(test_profile_full),   cmocka_unit_test(test_profile_errors),
 		cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_migrate),
