@@ -985,8 +985,11 @@ static void ctl_mig_switchover(struct ctl *c)
 		if (!ret)
 			ctl_event(c, "STOP", NULL);
 	}
-	if (!ret)
+	if (!ret) {
 		c->state = RUN_FINISH_MIGRATE;
+		/* Paused, requests drained: the destination may open the images for good. */
+		virtio_blk_lock_all(c->vm, false, NULL);
+	}
 	c->mig_was_running = was_running;
 	mig_out_switchover(c->mig_out, was_running, ret);
 }
@@ -1027,6 +1030,9 @@ static void ctl_mig_out_end(struct ctl *c, bool vm_going)
 		c->state = RUN_PAUSED; /* the destination may run it: the user decides */
 		return;
 	}
+	memset(&e, 0, sizeof(e));
+	if (virtio_blk_lock_all(c->vm, true, &e))
+		log_msg("migration failed: %s: the VM goes on without that image lock", e.msg);
 	if (c->mig_was_running && vm_resume(c->vm) == 0) {
 		c->state = RUN_RUNNING;
 		ctl_event(c, "RESUME", NULL);
@@ -1182,10 +1188,13 @@ static void ctl_mig_build(struct ctl *c)
 	vc.dirty_ring = c->cfg.vm.dirty_ring;
 	vc.dirty_ring_entries = c->cfg.vm.dirty_ring_entries;
 	if (!ret) {
+		/* The source holds the image locks until it pauses: mig_in_apply() takes them. */
+		vc.disks_unlocked = true;
 		c->cfg.vm = vc;
 		c->mig_building = true;
 		ret = ctl_build_vm(c, &e);
 		c->mig_building = false;
+		c->cfg.vm.disks_unlocked = false; /* a VM rebuilt on reset locks them at once */
 	}
 	/* The strings of c->cfg.vm live there, for as long as the VM (resets too). */
 	ckpt_config_free(c->restore_cfg);

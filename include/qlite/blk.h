@@ -47,6 +47,11 @@ struct blk_opts {
 	bool direct; /* O_DIRECT: bypass the host page cache */
 	/* Declared size in bytes; 0 = the file's size. A shorter file is refused. */
 	uint64_t size;
+	/*
+	 * Open without the image lock (a migration's destination: the source
+	 * holds it until the switchover); blk_backend_lock() takes it later.
+	 */
+	bool no_lock;
 };
 
 typedef void (*blk_done_fn)(void *opaque, int result);
@@ -81,6 +86,11 @@ int blk_backend_open(struct blk_backend **out, const struct blk_opts *o, struct 
 		     struct qerr *e);
 /* Every queue of @b must have been destroyed. */
 void blk_backend_close(struct blk_backend *b);
+/*
+ * Take (@lock) or drop the image's lock: one writer or several readers
+ * across processes. Taking it fails with -EBUSY while another holds it.
+ */
+int blk_backend_lock(struct blk_backend *b, bool lock, struct qerr *e);
 uint64_t blk_backend_size(const struct blk_backend *b);
 bool blk_backend_readonly(const struct blk_backend *b);
 /*

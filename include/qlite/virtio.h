@@ -239,6 +239,14 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 		      struct qerr *e);
 /* Walk the VM's disks: NULL starts, returns NULL at the end. */
 struct vblk *virtio_blk_next(struct vm *vm, struct vblk *prev, struct blk_disk_info *info);
+/*
+ * Live migration's hand-over of the image locks: the source drops them
+ * (@lock false, never fails) once its paused VM's requests are drained, the
+ * destination takes them before it starts the VM, and a source that resumes
+ * after a failed migration takes them back. Taking: every disk is tried, the
+ * first failure is returned (-EBUSY: another process holds one).
+ */
+int virtio_blk_lock_all(struct vm *vm, bool lock, struct qerr *e);
 
 /* Network devices (virtio-net on a tap). */
 struct net_config {

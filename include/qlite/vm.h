@@ -66,6 +66,8 @@ struct vm_config {
 	bool balloon_no_reporting;
 	const struct disk_config *disks;
 	unsigned int ndisks;
+	/* Incoming migration: open the images unlocked (virtio_blk_lock_all()). */
+	bool disks_unlocked;
 	const struct net_config *nets;
 	unsigned int nnets;
 	bool console_virtio; /* stdio on virtio-console (hvc0), not the UART */

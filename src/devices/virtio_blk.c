@@ -533,7 +533,10 @@ static void vblk_resume(struct virtio_dev *d)
 int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int index,
 		      struct qerr *e)
 {
-	struct blk_opts o = { .path = dc->path, .readonly = dc->readonly, .direct = dc->direct };
+	struct blk_opts o = {.path = dc->path,
+			     .readonly = dc->readonly,
+			     .direct = dc->direct,
+			     .no_lock = vm->cfg.disks_unlocked};
 	struct vblk *b = calloc(1, sizeof(*b));
 	int ret;
 
@@ -604,4 +607,17 @@ struct vblk *virtio_blk_next(struct vm *vm, struct vblk *prev, struct blk_disk_i
 		pthread_mutex_unlock(&b->dev->lock);
 	}
 	return b;
+}
+
+int virtio_blk_lock_all(struct vm *vm, bool lock, struct qerr *e)
+{
+	struct vblk *b;
+	int ret = 0, r;
+
+	for (b = vm->disks; b; b = b->next) {
+		r = blk_backend_lock(b->be, lock, e);
+		if (r && !ret)
+			ret = r;
+	}
+	return ret;
 }

@@ -1134,6 +1134,9 @@ void mig_in_apply(struct mig_in *m)
 	struct qerr e = {0};
 	int ret = m->vm ? check_disks(m, &e) : qerr_set(&e, ENODEV, "no VM");
 
+	/* The source dropped them when it paused; the VM runs here from now on. */
+	if (!ret)
+		ret = virtio_blk_lock_all(m->vm, true, &e);
 	if (!ret)
 		ret = ckpt_state_apply(m->vm, &m->rx.state, &e);
 	mig_sync_answer(&m->sync, ret, e.msg);

@@ -6,7 +6,9 @@
  * process (QMP migrate-incoming; bandwidth throttled), which is migrated on over TCP on 127.0.0.1
  * by `qlite migrate --wait --json` to a third process, which must print the RESULT of an
  * uninterrupted run; the middle one, a source now, must exit 0. A second guest goes over an
- * inherited socket (fd:N) on the memfd backend.
+ * inherited socket (fd:N) on the memfd backend. Its two disks are shared:
+ * their image locks go to the destination with the VM (and back to a
+ * source that resumes).
  *
  * Before that, the source must survive bad destinations and keep running:
  * nobody listening, a wrong protocol version, a destination that hangs up
@@ -44,14 +46,31 @@
 
 #include "../../src/migration/mig_internal.h"
 #include "harness.h"
+#include "qlite/blk.h"
 #include "qlite/client.h"
 #include "qlite/sbuf.h"
 #include "qlite/stream.h"
+#include "qlite/virtio.h"
 
 #define MEM (128ULL << 20)
 
 static int failures;
 static char tmpdir[] = "/tmp/qlite-mig-XXXXXX";
+/* The migrating VM's two disks (shared: the destinations open the same files). */
+static char src_disk[2][300];
+
+/* Does someone (another open file description) hold @path's image lock? */
+static bool image_locked(const char *path)
+{
+	struct blk_opts o = {.path = path};
+	struct blk_backend *b;
+	struct qerr e = {0};
+	int ret = blk_backend_open(&b, &o, NULL, &e);
+
+	if (!ret)
+		blk_backend_close(b);
+	return ret == -EBUSY;
+}
 static const char *qlite;
 
 /* "RESULT x" from console output; false if there is none. */
@@ -514,6 +533,8 @@ static void *drive(void *arg)
 	expect_source_survives(d, "refused after GO", "failed", "cannot start the VM here");
 	fake_stop(&f);
 	CHECK(d->stops == 1 && d->resumes == 1);
+	/* It dropped its image locks at the switchover and took them back to resume. */
+	CHECK(image_locked(src_disk[0]) && image_locked(src_disk[1]));
 
 	/*
 	 * After GO, silence: the destination may run the VM, so the source must
@@ -1282,9 +1303,28 @@ int main(void)
 		close(fd);
 	}
 
-	/* 3. Migrated mid-run: bad destinations first, then to D1, then D1 to D2. */
+	/*
+	 * 3. Migrated mid-run: bad destinations first, then to D1, then D1 to D2,
+	 * with two disks whose image locks go along (D1 opens them while the
+	 * source holds them).
+	 */
 	snprintf(sock, sizeof(sock), "%s/qmp.sock", tmpdir);
 	CHECK(ktest_create(&t, 1, MEM) == 0);
+	{
+		static struct disk_config dcs[2];
+		unsigned int i;
+		int fd;
+
+		for (i = 0; i < 2; i++) {
+			snprintf(src_disk[i], sizeof(src_disk[i]), "%s/src%u.img", tmpdir, i);
+			fd = open(src_disk[i], O_CREAT | O_RDWR, 0644);
+			CHECK(fd >= 0 && ftruncate(fd, 1 << 20) == 0);
+			close(fd);
+			dcs[i].path = src_disk[i];
+		}
+		t.devices.disks = dcs;
+		t.devices.ndisks = 2;
+	}
 	{
 		static char spec[300];
 
@@ -1335,6 +1375,8 @@ int main(void)
 		CHECK(r && !strcmp(jstr(r, "status"), "completed"));
 		json_object_put(r);
 		qmp_conn_close(&q1);
+		/* The source is gone; D1 holds the images now. */
+		CHECK(image_locked(src_disk[0]) && image_locked(src_disk[1]));
 	}
 	sleep(1); /* a guest round or two on D1 */
 	snprintf(d2q, sizeof(d2q), "%s/d2-qmp.sock", tmpdir);

@@ -421,6 +421,40 @@ static void test_open_errors(void **state)
 	expect_open_error(&o, EINVAL, "no image path");
 }
 
+/*
+ * Live migration's lock hand-over: the destination opens while the source
+ * holds the lock, takes it only after the source dropped it, and a source
+ * whose migration failed takes it back once the destination let go.
+ */
+static void test_lock_handover(void **state)
+{
+	struct fx *f = *state;
+	struct blk_opts o = {.path = f->path};
+	struct blk_backend *src, *dst;
+	struct qerr e = {0};
+
+	make_image(f->path, IMG_SIZE);
+	assert_int_equal(blk_backend_open(&src, &o, NULL, &e), 0);
+	expect_open_error(&o, EBUSY, "in use by another process");
+	o.no_lock = true;
+	assert_int_equal(blk_backend_open(&dst, &o, NULL, &e), 0);
+	assert_int_equal(blk_backend_lock(dst, true, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "in use by another process"));
+	assert_non_null(strstr(e.msg, f->path));
+	assert_int_equal(blk_backend_lock(src, false, NULL), 0);
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(blk_backend_lock(dst, true, &e), 0);
+	/* Now the destination's: the source cannot take it back, nor a third opener. */
+	assert_int_equal(blk_backend_lock(src, true, &e), -EBUSY);
+	o.no_lock = false;
+	expect_open_error(&o, EBUSY, "in use by another process");
+	assert_int_equal(blk_backend_lock(dst, false, NULL), 0);
+	memset(&e, 0, sizeof(e));
+	assert_int_equal(blk_backend_lock(src, true, &e), 0);
+	blk_backend_close(dst);
+	blk_backend_close(src);
+}
+
 /* Not readable by the opener: root bypasses modes, so open as nobody. */
 static void test_open_unreadable(void **state)
 {
@@ -860,6 +894,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_readonly, setup_bare, teardown),
 		cmocka_unit_test_setup_teardown(test_open_errors, setup_bare, teardown),
 		cmocka_unit_test_setup_teardown(test_open_unreadable, setup_bare, teardown),
+		cmocka_unit_test_setup_teardown(test_lock_handover, setup_bare, teardown),
 		cmocka_unit_test_setup_teardown(test_direct, setup_bare, teardown),
 		cmocka_unit_test_setup_teardown(test_dirty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quiesce, setup, teardown),

@@ -163,15 +163,18 @@ static int blk_open_fd(struct blk_backend *b, const struct blk_opts *o, struct q
 }
 
 /* One writer or several readers per image, across processes (OFD locks). */
-static int blk_lock(struct blk_backend *b, struct qerr *e)
+int blk_backend_lock(struct blk_backend *b, bool lock, struct qerr *e)
 {
 	struct flock fl = {
 		.l_type = b->readonly ? F_RDLCK : F_WRLCK,
 		.l_whence = SEEK_SET,
 	};
 
-	if (!fcntl(b->fd, F_OFD_SETLK, &fl))
-		return 0;
+	if (!lock)
+		fl.l_type = F_UNLCK;
+
+	if (!fcntl(b->fd, F_OFD_SETLK, &fl) || !lock)
+		return 0; /* unlocking cannot conflict */
 	if (errno == EAGAIN || errno == EACCES)
 		return qerr_set(e, EBUSY,
 				"disk image %s is in use by another process (%s lock held)",
@@ -252,7 +255,7 @@ int blk_backend_open(struct blk_backend **out, const struct blk_opts *o, struct 
 		if (ret)
 			goto fail;
 	}
-	ret = blk_lock(b, e);
+	ret = o->no_lock ? 0 : blk_backend_lock(b, true, e);
 	if (ret)
 		goto fail;
 	*out = b;

@@ -54,8 +54,8 @@ mw_passes() {
 # mw_uptimes_rise LOG...: the uptimes of the MW lines rise throughout.
 mw_uptimes_rise() {
     cat "$@" | tr -d '\r' | awk '/^MW pass [0-9]+ sum [0-9a-f]+ up [0-9.]+$/ {
-            if (n++ && $6 + 0 <= up) bad = 1
-            up = $6 + 0
+            if (n++ && $7 + 0 <= up) bad = 1
+            up = $7 + 0
         }
         END { exit bad || !n }'
 }
