@@ -195,6 +195,12 @@ diag_stall() {
     for t in /proc/"$pid"/task/*; do
         echo "bench:   2 s later: $(cat "$t/comm") $(awk '{ print "state", $3, "ticks", $14 + $15 }' "$t/stat")"
     done
+    # qlite: where the guest is (its profiler); QEMU has no such command.
+    if [[ $(cat /proc/"$pid"/comm 2>/dev/null) == qlite ]]; then
+        "$QLITE" profile --qmp "$1" --duration 2s --refresh 0 --symbols "$GUEST_SYSMAP" \
+            --out "$work/stall-profile" >/dev/null 2>&1 || true
+        sed -n 1,30p "$work/stall-profile/report.txt" 2>/dev/null | sed 's/^/bench:   profile: /'
+    fi
 }
 
 # Expected MW lines per buffer size, computed once and grown on demand.
