@@ -43,13 +43,17 @@ const char *mig_status_name(enum mig_status s);
 #define MIG_DEFAULT_MAX_BANDWIDTH (128ULL * MiB) /* bytes/s, QEMU's default */
 #define MIG_DEFAULT_DOWNTIME_MS 300ULL
 #define MIG_MAX_DOWNTIME_MS 2000000ULL /* QEMU's limit */
+/* x-prepage-pivots: post-copy pre-paging around this many recent faults; 0: off */
+#define MIG_DEFAULT_PREPAGE_PIVOTS 7
+#define MIG_MAX_PREPAGE_PIVOTS 64
 
 /* migrate-set-parameters / migrate-set-capabilities. */
 struct mig_params {
-	uint64_t max_bandwidth;	    /* bytes/s of pre-copy; 0: unlimited */
-	uint64_t downtime_limit_ms; /* the pause the switchover may take */
-	bool postcopy_ram;	    /* capability: offer post-copy (migrate-start-postcopy) */
-	bool events;		    /* capability: MIGRATION_PASS events */
+	uint64_t max_bandwidth;	     /* bytes/s of pre-copy; 0: unlimited */
+	uint64_t downtime_limit_ms;  /* the pause the switchover may take */
+	unsigned int prepage_pivots; /* x-prepage-pivots, 0..MIG_MAX_PREPAGE_PIVOTS */
+	bool postcopy_ram;	     /* capability: offer post-copy (migrate-start-postcopy) */
+	bool events;		     /* capability: MIGRATION_PASS events */
 };
 
 void mig_params_default(struct mig_params *p);

@@ -589,6 +589,15 @@ static int cmd_migrate_set_parameters(struct ctl *c, struct json_object *args,
 					(unsigned long long)MIG_MAX_DOWNTIME_MS);
 		p.downtime_limit_ms = (uint64_t)ms;
 	}
+	if (args && json_object_object_get_ex(args, "x-prepage-pivots", &v)) {
+		int64_t n = json_object_get_int64(v);
+
+		if (n < 0 || n > MIG_MAX_PREPAGE_PIVOTS)
+			return qerr_set(e, EINVAL,
+					"Parameter 'x-prepage-pivots' expects an integer in the range of 0 to %d (0: no pre-paging)",
+					MIG_MAX_PREPAGE_PIVOTS);
+		p.prepage_pivots = (unsigned int)n;
+	}
 	return ctl_migrate_set_params(c, &p, e);
 }
 
@@ -601,6 +610,8 @@ static int cmd_query_migrate_parameters(struct ctl *c, struct json_object *args,
 			       json_object_new_int64((int64_t)c->mig_params.max_bandwidth));
 	json_object_object_add(o, "downtime-limit",
 			       json_object_new_int64((int64_t)c->mig_params.downtime_limit_ms));
+	json_object_object_add(o, "x-prepage-pivots",
+			       json_object_new_int(c->mig_params.prepage_pivots));
 	*ret = o;
 	return 0;
 }
@@ -627,6 +638,7 @@ static const struct qmp_arg args_migrate_caps[] = {
 static const struct qmp_arg args_migrate_params[] = {
 	{ "max-bandwidth", QMP_ARG_INT, false },
 	{ "downtime-limit", QMP_ARG_INT, false },
+	{ "x-prepage-pivots", QMP_ARG_INT, false },
 	{ NULL },
 };
 

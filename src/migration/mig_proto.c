@@ -47,6 +47,7 @@ void mig_params_default(struct mig_params *p)
 	memset(p, 0, sizeof(*p));
 	p->max_bandwidth = MIG_DEFAULT_MAX_BANDWIDTH;
 	p->downtime_limit_ms = MIG_DEFAULT_DOWNTIME_MS;
+	p->prepage_pivots = MIG_DEFAULT_PREPAGE_PIVOTS;
 }
 
 /* ---- URIs ---- */

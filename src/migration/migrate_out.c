@@ -89,6 +89,7 @@ struct mig_out {
 	bool uthread_started;
 	pthread_mutex_t pc_lock; /* pp (and the synced bits it holds) */
 	struct mig_prepage pp;
+	unsigned int pivots; /* x-prepage-pivots (pc_lock) */
 	int uresult;
 	struct qerr uerr;
 	uint64_t pc_tx_start;
@@ -913,7 +914,10 @@ static int postcopy(struct mig_out *j, struct qerr *e)
 	if (ret)
 		return ret;
 	j->remaining = missing;
+	pthread_mutex_lock(&j->pc_lock);
 	mig_prepage_init(&j->pp, j->npages, j->synced);
+	mig_prepage_set_pivots(&j->pp, j->pivots);
+	pthread_mutex_unlock(&j->pc_lock);
 	/* Loading the state there may fault already: answer from now on. */
 	if (pthread_create(&j->uthread, NULL, urgent_main, j))
 		return qerr_set(e, EAGAIN, "cannot start the urgent channel's thread");
@@ -1229,6 +1233,7 @@ int mig_out_start(struct vm *vm, const char *uri, const struct mig_params *p, st
 	j->npages = vm->mem.ram_size / MIG_PAGE;
 	j->max_bw = p->max_bandwidth;
 	j->downtime_ms = p->downtime_limit_ms;
+	j->pivots = p->prepage_pivots;
 	j->postcopy = p->postcopy_ram;
 	j->start_ns = time_now_ns();
 	ret = mig_uri_parse(uri, &j->uri, e);
@@ -1376,6 +1381,10 @@ void mig_out_set_params(struct mig_out *j, const struct mig_params *p)
 {
 	j->max_bw = p->max_bandwidth;
 	j->downtime_ms = p->downtime_limit_ms;
+	pthread_mutex_lock(&j->pc_lock);
+	j->pivots = p->prepage_pivots;
+	mig_prepage_set_pivots(&j->pp, j->pivots); /* before post-copy: init sets it again */
+	pthread_mutex_unlock(&j->pc_lock);
 }
 
 int mig_out_cancel(struct mig_out *j, struct qerr *e)

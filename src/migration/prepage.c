@@ -62,15 +62,25 @@ void mig_prepage_init(struct mig_prepage *pp, uint64_t npages, unsigned long *he
 	memset(pp, 0, sizeof(*pp));
 	pp->npages = npages;
 	pp->held = held_bits;
+	pp->max_pivots = MIG_PREPAGE_PIVOTS;
 	for (uint64_t i = 0; i < npages; i++)
 		pp->left += !held(pp, i);
 }
 
+void mig_prepage_set_pivots(struct mig_prepage *pp, unsigned int max)
+{
+	pp->max_pivots = max < MIG_PREPAGE_MAX_PIVOTS ? max : MIG_PREPAGE_MAX_PIVOTS;
+	if (pp->npivots > pp->max_pivots)
+		pp->npivots = pp->max_pivots; /* [0] is the newest: the oldest go */
+	if (pp->turn >= pp->npivots)
+		pp->turn = 0;
+}
+
 void mig_prepage_fault(struct mig_prepage *pp, uint64_t page)
 {
-	if (page >= pp->npages)
+	if (page >= pp->npages || !pp->max_pivots)
 		return;
-	if (pp->npivots == MIG_PREPAGE_PIVOTS)
+	if (pp->npivots >= pp->max_pivots)
 		pp->npivots--; /* the oldest goes */
 	memmove(&pp->pivot[1], &pp->pivot[0], pp->npivots * sizeof(pp->pivot[0]));
 	pp->pivot[0] = (struct mig_prepage_pivot){.up = page, .down = page, .next_down = false};

@@ -5,10 +5,11 @@
  * self-ballooning", VEE 2009): the source pushes the pages the destination
  * lacks in an order that "bubbles" outward from the most recent faults,
  * the pivots, in both directions, because a fault predicts its neighbours.
- * Several pivots (MIG_PREPAGE_PIVOTS) are served round-robin, the newest
- * replacing the oldest, so a guest touching a few regions at once keeps all
- * of them warm. Without pivots, or once every bubble reached the edges,
- * it sweeps upwards.
+ * Several pivots (MIG_PREPAGE_PIVOTS by default, the parameter
+ * x-prepage-pivots) are served round-robin, the newest replacing the
+ * oldest, so a guest touching a few regions at once keeps all of them warm.
+ * Without pivots (0 of them: pre-paging off), or once every bubble reached
+ * the edges, it sweeps upwards.
  *
  * Pure bookkeeping, no locking: the caller serialises mig_prepage_fault()
  * (its request thread) and mig_prepage_next() (its push thread).
@@ -19,7 +20,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define MIG_PREPAGE_PIVOTS 7
+#include "qlite/migrate.h"
+
+#define MIG_PREPAGE_PIVOTS MIG_DEFAULT_PREPAGE_PIVOTS
+#define MIG_PREPAGE_MAX_PIVOTS MIG_MAX_PREPAGE_PIVOTS
 
 struct mig_prepage_pivot {
 	uint64_t up;	/* the next page to look at above the pivot (npages: done) */
@@ -30,11 +34,12 @@ struct mig_prepage_pivot {
 struct mig_prepage {
 	uint64_t npages;
 	unsigned long *held; /* the caller's bitmap: a bit per page the destination has */
-	struct mig_prepage_pivot pivot[MIG_PREPAGE_PIVOTS]; /* [0] the newest */
+	struct mig_prepage_pivot pivot[MIG_PREPAGE_MAX_PIVOTS]; /* [0] the newest */
 	unsigned int npivots;
-	unsigned int turn; /* the pivot whose run comes next */
-	uint64_t sweep;	   /* the ascending sweep's cursor */
-	uint64_t left;	   /* pages without a bit in @held */
+	unsigned int max_pivots; /* 0: no pre-paging, a plain ascending sweep */
+	unsigned int turn;	 /* the pivot whose run comes next */
+	uint64_t sweep;		 /* the ascending sweep's cursor */
+	uint64_t left;		 /* pages without a bit in @held */
 };
 
 /*
@@ -43,7 +48,12 @@ struct mig_prepage {
  * and the caller sets it for pages it sends otherwise (mig_prepage_mark()).
  */
 void mig_prepage_init(struct mig_prepage *pp, uint64_t npages, unsigned long *held);
-/* A fault (page request) at @page: the newest pivot. Out of range: ignored. */
+/*
+ * Keep at most @max pivots (MIG_PREPAGE_PIVOTS after init; above
+ * MIG_PREPAGE_MAX_PIVOTS: that many); the oldest beyond go at once.
+ */
+void mig_prepage_set_pivots(struct mig_prepage *pp, unsigned int max);
+/* A fault (page request) at @page: the newest pivot. Out of range or no pivots: ignored. */
 void mig_prepage_fault(struct mig_prepage *pp, uint64_t page);
 /* @page was sent some other way (on request): never pushed; false if it already was. */
 bool mig_prepage_mark(struct mig_prepage *pp, uint64_t page);

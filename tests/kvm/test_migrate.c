@@ -603,6 +603,28 @@ static void *drive(void *arg)
 		"{\"max-bandwidth\": 2097152, \"downtime-limit\": 50}", &e);
 	CHECK(r);
 	json_object_put(r);
+	/* x-prepage-pivots: 0..64, shown; a refused value changes nothing. */
+	r = qmp(&d->q, "migrate-set-parameters", "{\"x-prepage-pivots\": 65}", &e);
+	CHECK(!r && strstr(e.msg, "'x-prepage-pivots'") && strstr(e.msg, "0 to 64"));
+	json_object_put(r);
+	r = qmp(&d->q, "migrate-set-parameters", "{\"x-prepage-pivots\": -1}", &e);
+	CHECK(!r && strstr(e.msg, "x-prepage-pivots"));
+	json_object_put(r);
+	r = qmp(&d->q, "migrate-set-parameters", "{\"x-prepage-pivots\": \"7\"}", &e);
+	CHECK(!r && strstr(e.msg, "x-prepage-pivots"));
+	json_object_put(r);
+	r = qmp(&d->q, "query-migrate-parameters", NULL, &e);
+	CHECK(r && jint(r, "x-prepage-pivots") == 7 && jint(r, "downtime-limit") == 50);
+	json_object_put(r);
+	r = qmp(&d->q, "migrate-set-parameters", "{\"x-prepage-pivots\": 0}", &e);
+	CHECK(r);
+	json_object_put(r);
+	r = qmp(&d->q, "query-migrate-parameters", NULL, &e);
+	CHECK(r && jint(r, "x-prepage-pivots") == 0);
+	json_object_put(r);
+	r = qmp(&d->q, "migrate-set-parameters", "{\"x-prepage-pivots\": 7}", &e);
+	CHECK(r);
+	json_object_put(r);
 	r = qmp(&d->q, "migrate-set-capabilities",
 		"{\"capabilities\": [{\"capability\": \"events\", \"state\": true},"
 		" {\"capability\": \"postcopy-ram\", \"state\": true}]}",

@@ -197,6 +197,58 @@ static void test_random_exactly_once(void **state)
 	}
 }
 
+/* x-prepage-pivots 0: faults are ignored, the push is an ascending sweep. */
+static void test_no_pivots_ascending(void **state)
+{
+	unsigned long *h = bits(1000);
+	struct mig_prepage pp;
+	uint64_t first, n, next = 0;
+
+	(void)state;
+	mig_prepage_init(&pp, 1000, h);
+	mig_prepage_set_pivots(&pp, 0);
+	mig_prepage_fault(&pp, 500);
+	assert_int_equal(pp.npivots, 0);
+	assert_true(mig_prepage_mark(&pp, 500)); /* sent on request */
+	while ((n = mig_prepage_next(&pp, 16, &first))) {
+		if (first + n == 500)
+			mig_prepage_fault(&pp, 900);
+		assert_true(first >= next);
+		next = first + n;
+	}
+	assert_int_equal(next, 1000);
+	assert_int_equal(mig_prepage_left(&pp), 0);
+	free(h);
+}
+
+/* Fewer pivots: the oldest go at once; more than the maximum: clamped. */
+static void test_set_pivots(void **state)
+{
+	unsigned long *h = bits(8192);
+	struct mig_prepage pp;
+
+	(void)state;
+	mig_prepage_init(&pp, 8192, h);
+	assert_int_equal(pp.max_pivots, MIG_PREPAGE_PIVOTS);
+	for (int i = 1; i <= 5; i++)
+		mig_prepage_fault(&pp, 1000 * (uint64_t)i);
+	mig_prepage_set_pivots(&pp, 2);
+	assert_int_equal(pp.npivots, 2);
+	expect_run(&pp, 8, 5000, 8);
+	expect_run(&pp, 8, 4000, 8);
+	expect_run(&pp, 8, 4992, 8);
+	mig_prepage_fault(&pp, 100);
+	assert_int_equal(pp.npivots, 2);
+	expect_run(&pp, 8, 100, 8);
+	expect_run(&pp, 8, 5008, 8);
+	mig_prepage_set_pivots(&pp, 1000);
+	assert_int_equal(pp.max_pivots, MIG_PREPAGE_MAX_PIVOTS);
+	for (int i = 0; i < 100; i++)
+		mig_prepage_fault(&pp, 10 * (uint64_t)i + 6000);
+	assert_int_equal(pp.npivots, MIG_PREPAGE_MAX_PIVOTS);
+	free(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -206,6 +258,8 @@ int main(void)
 		cmocka_unit_test(test_oldest_pivot_dropped),
 		cmocka_unit_test(test_unmark_sent_again),
 		cmocka_unit_test(test_random_exactly_once),
+		cmocka_unit_test(test_no_pivots_ascending),
+		cmocka_unit_test(test_set_pivots),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
