@@ -730,12 +730,16 @@ static int vcpu_check_nested(struct vcpu *v, struct qerr *e)
 	return 0;
 }
 
-/* The vCPU's CPUID as KVM has it (what the guest sees), padding zeroed. */
+/*
+ * The vCPU's CPUID as KVM has it (what the guest sees), padding zeroed.
+ * How many entries there are: Linux 6.3+ sets nent when KVM_GET_CPUID2
+ * succeeds; before, nent stays as passed and only E2BIG sets it.
+ */
 static int vcpu_get_cpuid(struct vcpu *v, struct kvm_cpuid_entry2 *out, uint32_t *n,
 			  struct qerr *e)
 {
-	struct kvm_cpuid2 *c;
-	uint32_t i;
+	struct kvm_cpuid2 probe = { .nent = 0 }, *c;
+	uint32_t i, got;
 
 	c = calloc(1, sizeof(*c) + VCPU_KVM_STATE_MAX_CPUID * sizeof(c->entries[0]));
 	if (!c)
@@ -747,8 +751,13 @@ static int vcpu_get_cpuid(struct vcpu *v, struct kvm_cpuid_entry2 *out, uint32_t
 		free(c);
 		return ret;
 	}
-	*n = MIN(c->nent, VCPU_KVM_STATE_MAX_CPUID);
-	for (i = 0; i < *n; i++) {
+	got = MIN(c->nent, VCPU_KVM_STATE_MAX_CPUID);
+	/* Untouched: an older KVM; its E2BIG answer to a zero-sized ask tells. */
+	if (got == VCPU_KVM_STATE_MAX_CPUID && ioctl(v->fd, KVM_GET_CPUID2, &probe) < 0 &&
+	    errno == E2BIG && probe.nent && probe.nent < got)
+		got = probe.nent;
+	*n = got;
+	for (i = 0; i < got; i++) {
 		out[i] = c->entries[i];
 		memset(out[i].padding, 0, sizeof(out[i].padding));
 	}
@@ -815,7 +824,7 @@ static int vcpu_get_state(struct vcpu *v, struct vcpu_kvm_state *s, struct qerr 
 	ret = vcpu_get_cpuid(v, s->cpuid, &s->ncpuid, e);
 	if (ret)
 		return ret;
-	s->has_cpuid = true;
+	s->has_cpuid = s->ncpuid > 0; /* none set: version 1 */
 	return vcpu_check_nested(v, e);
 }
 

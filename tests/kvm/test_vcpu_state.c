@@ -324,9 +324,10 @@ static uint32_t cpuid_now(struct vcpu *v, uint32_t fn)
 	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + 256 * sizeof(c->entries[0]));
 	uint32_t r = 0, i;
 
+	/* Entries past the real ones (Linux < 6.3 leaves nent at 256) are zero. */
 	c->nent = 256;
-	if (ioctl(v->fd, KVM_GET_CPUID2, c) == 0)
-		for (i = 0; i < c->nent; i++)
+	if (fn && ioctl(v->fd, KVM_GET_CPUID2, c) == 0)
+		for (i = 0; i < c->nent && i < 256; i++)
 			if (c->entries[i].function == fn && c->entries[i].index == 0)
 				r = fn == 7 ? c->entries[i].ebx : c->entries[i].ecx;
 	free(c);
