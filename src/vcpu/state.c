@@ -732,30 +732,35 @@ static int vcpu_check_nested(struct vcpu *v, struct qerr *e)
 
 /*
  * The vCPU's CPUID as KVM has it (what the guest sees), padding zeroed.
- * How many entries there are: Linux 6.3+ sets nent when KVM_GET_CPUID2
- * succeeds; before, nent stays as passed and only E2BIG sets it.
+ * How many entries: Linux 6.3+ sets nent when KVM_GET_CPUID2 succeeds;
+ * before, nent stays as passed (and E2BIG does not say either), so the
+ * buffer starts filled with entries KVM never writes (flags all ones) and
+ * the count is where they begin.
  */
 static int vcpu_get_cpuid(struct vcpu *v, struct kvm_cpuid_entry2 *out, uint32_t *n,
 			  struct qerr *e)
 {
-	struct kvm_cpuid2 probe = { .nent = 0 }, *c;
+	const uint32_t max = VCPU_KVM_STATE_MAX_CPUID;
+	struct kvm_cpuid2 *c;
 	uint32_t i, got;
 
-	c = calloc(1, sizeof(*c) + VCPU_KVM_STATE_MAX_CPUID * sizeof(c->entries[0]));
+	c = calloc(1, sizeof(*c) + max * sizeof(c->entries[0]));
 	if (!c)
 		return qerr_set(e, ENOMEM, "vcpu %u: cpuid: out of memory", v->id);
-	c->nent = VCPU_KVM_STATE_MAX_CPUID;
+	c->nent = max;
+	for (i = 0; i < max; i++)
+		c->entries[i].flags = UINT32_MAX;
 	if (ioctl(v->fd, KVM_GET_CPUID2, c) < 0) {
 		int ret = ioctl_err(v, "cpuid", "KVM_GET_CPUID2", e);
 
 		free(c);
 		return ret;
 	}
-	got = MIN(c->nent, VCPU_KVM_STATE_MAX_CPUID);
-	/* Untouched: an older KVM; its E2BIG answer to a zero-sized ask tells. */
-	if (got == VCPU_KVM_STATE_MAX_CPUID && ioctl(v->fd, KVM_GET_CPUID2, &probe) < 0 &&
-	    errno == E2BIG && probe.nent && probe.nent < got)
-		got = probe.nent;
+	got = MIN(c->nent, max);
+	for (i = 0; i < got; i++)
+		if (c->entries[i].flags == UINT32_MAX)
+			break;
+	got = i;
 	*n = got;
 	for (i = 0; i < got; i++) {
 		out[i] = c->entries[i];
