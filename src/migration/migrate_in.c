@@ -747,9 +747,11 @@ static void *worker(void *opaque)
 
 	ret = run_incoming(m, &m->err);
 	while (ret && m->link_broke && m->resumable) {
+		/* A recovery that gave up (stopped, cancelled) ends it: no retry. */
 		ret = pc_resume(m, &m->err);
-		if (!ret)
-			ret = run_incoming(m, &m->err);
+		if (ret)
+			break;
+		ret = run_incoming(m, &m->err);
 	}
 	pthread_mutex_lock(&m->pc_lock);
 	if (m->engine_err) {

@@ -131,7 +131,9 @@ fail_msg() { # WHAT LOG...
     for l in "$@"; do
         echo "  --- $l"
         tail -n 15 "$l" 2>/dev/null | sed 's/^/  | /'
-        tail -n 10 "$l.err" 2>/dev/null | sed 's/^/  | stderr: /'
+        # The first lines hold the cause, the last what followed.
+        { head -n 5 "$l.err"; echo ...; tail -n 5 "$l.err"; } 2>/dev/null | cut -c1-400 |
+            sed 's/^/  | stderr: /'
     done
 }
 run_fail() {
