@@ -886,30 +886,7 @@ struct recover_run {
 	struct driver d;
 	struct proxy px;
 	char dqmp[256], rec_uri[220];
-	/* Run 7: quit both sides while paused instead of recovering. */
-	bool quit_paused;
-	pid_t dest_pid;
 };
-
-/* Has process @pid exited (a zombie, not reaped yet) within @ms? */
-static bool exited_within(pid_t pid, int ms)
-{
-	for (int i = 0; i < ms / 50; i++) {
-		char path[64], buf[256], *p;
-		FILE *f;
-
-		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-		f = fopen(path, "r");
-		if (!f)
-			return true;
-		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
-		fclose(f);
-		if (p && p[1] == ' ' && p[2] == 'Z')
-			return true;
-		usleep(50000);
-	}
-	return false;
-}
 
 static bool saw_status(struct driver *d, const char *s)
 {
@@ -986,20 +963,6 @@ static void *drive_recover(void *arg)
 	proxy_cut(&rr->px);
 	CHECK(wait_status(d, "postcopy-paused", 30000));
 	CHECK(dest_status_is(&dq, "postcopy-paused", 30000));
-	if (rr->quit_paused) {
-		/* Giving up: the paused destination ends at once, the source stays paused. */
-		r = qmp(&dq, "quit", NULL, &e);
-		json_object_put(r);
-		if (!exited_within(rr->dest_pid, 20000))
-			fprintf(stderr, "FAIL quit of a postcopy-paused destination: still there\n"),
-				failures++;
-		r = qmp(&d->q, "query-migrate", NULL, &e);
-		CHECK(r && !strcmp(jstr(r, "status"), "postcopy-paused"));
-		json_object_put(r);
-		r = qmp(&d->q, "quit", NULL, &e);
-		json_object_put(r);
-		goto out;
-	}
 	/* A resume before the destination listens again fails, and stays paused. */
 	snprintf(args, sizeof(args), "{\"uri\": \"%s\"}", rr->rec_uri);
 	r = qmp(&dq, "migrate-recover", args, &e);
@@ -1601,47 +1564,6 @@ postcopy:
 			print_figures("post-copy, link cut and recovered", rr.d.final);
 		rc = child_wait(&dr);
 		check_result("recovered post-copy destination", &dr, rc, ref);
-		child_free(&dr);
-		json_object_put(rr.d.final);
-		json_object_put(rr.d.last);
-	}
-	/* 7. The same cut, then both sides are quit while paused: both end. */
-	{
-		struct recover_run rr = {.quit_paused = true};
-		struct child dr;
-		char durl[220], dsock[200], psock[200];
-
-		snprintf(dsock, sizeof(dsock), "%s/pcq.sock", tmpdir);
-		snprintf(durl, sizeof(durl), "unix:%s", dsock);
-		snprintf(psock, sizeof(psock), "%s/pcq-proxy.sock", tmpdir);
-		snprintf(rr.dqmp, sizeof(rr.dqmp), "%s/pcq-qmp.sock", tmpdir);
-		snprintf(rr.rec_uri, sizeof(rr.rec_uri), "unix:%s/pcq-rec.sock", tmpdir);
-		start_dest(&dr, durl, rr.dqmp, NULL, -1);
-		rr.dest_pid = dr.pid;
-		proxy_start(&rr.px, psock, dsock);
-		CHECK(ktest_create(&t, 1, MEM) == 0);
-		{
-			static char spec[300];
-
-			snprintf(sock, sizeof(sock), "%s/qmp7.sock", tmpdir);
-			snprintf(spec, sizeof(spec), "unix:%s,server=on,wait=off", sock);
-			t.qmp = spec;
-		}
-		CHECK(ktest_start(&t, GT_MIGRATE_SUM) == 0);
-		rr.d.t = &t;
-		snprintf(rr.d.qmp_path, sizeof(rr.d.qmp_path), "%s", sock);
-		snprintf(rr.d.d1_qmp, sizeof(rr.d.d1_qmp), "unix:%s", psock);
-		pthread_create(&th, NULL, drive_recover, &rr);
-		CHECK(ktest_run(&t, 120) == VM_STOP_QUIT);
-		pthread_join(th, NULL);
-		proxy_cut(&rr.px);
-		ktest_destroy(&t);
-		rc = child_wait(&dr);
-		/* quit, as asked (status 0, like any quit), not a hang. */
-		CHECK(rc == 0);
-		if (rc != 0 || !dr.ebuf || !strstr(dr.ebuf, "post-copy paused"))
-			fprintf(stderr, "quit while paused: destination exit %d, stderr: %s\n", rc,
-				dr.ebuf ? dr.ebuf : "");
 		child_free(&dr);
 		json_object_put(rr.d.final);
 		json_object_put(rr.d.last);
