@@ -1265,6 +1265,12 @@ static bool kvm_has_dirty_ring(void)
 {
 	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), n;
 
+	/* qlite gives kvm-pvm the bitmap by default (src/dirty.c). */
+	if (access("/sys/module/kvm_pvm", F_OK) == 0) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
 	if (fd < 0)
 		return false;
 	n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
