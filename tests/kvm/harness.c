@@ -86,6 +86,23 @@ static void mmio_write(void *o, uint64_t off, const uint8_t *data, unsigned int 
 static const struct bus_ops pio_ops = { .read = pio_read, .write = pio_write };
 static const struct bus_ops mmio_ops = { .read = mmio_read, .write = mmio_write };
 
+bool ktest_dirty_ring_default(void)
+{
+	int fd, n;
+
+	/* qlite gives kvm-pvm the bitmap by default (src/dirty.c). */
+	if (access("/sys/module/kvm_pvm", F_OK) == 0)
+		return false;
+	fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
+	if (n <= 0)
+		n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
+	close(fd);
+	return n >= 4096;
+}
+
 int ktest_create(struct ktest *t, unsigned int ncpus, uint64_t mem)
 {
 	memset(t, 0, sizeof(*t));

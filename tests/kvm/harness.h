@@ -41,6 +41,8 @@ struct ktest {
 };
 
 /* 0, KTEST_SKIP without /dev/kvm, or -errno. */
+/* Does qlite pick the dirty ring by default here (KVM has one, not kvm-pvm)? */
+bool ktest_dirty_ring_default(void);
 int ktest_create(struct ktest *t, unsigned int ncpus, uint64_t mem);
 /*
  * Build the VM through the controller (as `qlite run` does): the boot hook

@@ -427,31 +427,12 @@ static bool uninterrupted(enum guest_test test, char *ref, size_t len, int *skip
 	return ref[0] != 0;
 }
 
-/* Does this KVM offer the dirty ring (so that AUTO picks it)? */
-static bool kvm_has_dirty_ring(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), n;
-
-	/* qlite gives kvm-pvm the bitmap by default (src/dirty.c). */
-	if (access("/sys/module/kvm_pvm", F_OK) == 0) {
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	if (fd < 0)
-		return false;
-	n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
-	if (n <= 0)
-		n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
-	close(fd);
-	return n >= 4096;
-}
 
 int main(void)
 {
 	const char *qlite = getenv("QLITE_BIN");
 	char bad[256], path[512], ref[32] = "";
-	bool ring = kvm_has_dirty_ring();
+	bool ring = ktest_dirty_ring_default();
 	int skip = 0;
 	struct track_mode modes[] = {
 		/* The default: the ring where KVM has one. */

@@ -1260,25 +1260,6 @@ static void print_figures(const char *what, struct json_object *info)
 	       jstr(ram, "dirty-tracking"));
 }
 
-/* Does this KVM offer the dirty ring (so that qlite uses it by default)? */
-static bool kvm_has_dirty_ring(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC), n;
-
-	/* qlite gives kvm-pvm the bitmap by default (src/dirty.c). */
-	if (access("/sys/module/kvm_pvm", F_OK) == 0) {
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	if (fd < 0)
-		return false;
-	n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING_ACQ_REL);
-	if (n <= 0)
-		n = ioctl(fd, KVM_CHECK_EXTENSION, KVM_CAP_DIRTY_LOG_RING);
-	close(fd);
-	return n >= 4096;
-}
 
 int main(void)
 {
@@ -1288,7 +1269,7 @@ int main(void)
 	struct child d2, d3, cli;
 	pthread_t th;
 	int ret, rc;
-	const char *tracking = kvm_has_dirty_ring() ? "ring" : "bitmap";
+	const char *tracking = ktest_dirty_ring_default() ? "ring" : "bitmap";
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
