@@ -4,6 +4,10 @@
  * 00:00.0 and endpoint devices with memory BARs, pre-assigned the way
  * firmware would. BARs are (re)mapped on the MMIO bus when the guest moves
  * them or toggles memory decoding.
+ *
+ * Legacy INTx: pin P (1 = INTA) of slot S drives IOAPIC GSI
+ * 16 + (S + P - 1) % 8, the usual swizzle (the DSDT's _PRT says so),
+ * level-triggered; lines are shared and the bus ORs its devices onto them.
  */
 #ifndef QLITE_PCI_H
 #define QLITE_PCI_H
@@ -14,6 +18,7 @@
 
 #include "qlite/bus.h"
 #include "qlite/device.h"
+#include "qlite/util.h"
 
 struct vm;
 struct pci_dev;
@@ -30,6 +35,7 @@ struct pci_dev;
 #define PCI_COMMAND_MASTER 0x4
 #define PCI_COMMAND_INTX_DISABLE 0x400
 #define PCI_STATUS 0x06
+#define PCI_STATUS_INTERRUPT 0x08
 #define PCI_STATUS_CAP_LIST 0x10
 #define PCI_REVISION_ID 0x08
 #define PCI_CLASS_PROG 0x09
@@ -40,6 +46,10 @@ struct pci_dev;
 #define PCI_CAPABILITY_LIST 0x34
 #define PCI_INTERRUPT_LINE 0x3c
 #define PCI_INTERRUPT_PIN 0x3d
+#define PCI_INTERRUPT_PIN_A 1
+
+#define PCI_INTX_GSI_BASE 16 /* IOAPIC-only GSIs 16-23 (src/vm.c) */
+#define PCI_INTX_GSIS 8
 
 struct pci_bar {
 	uint64_t size; /* power of two, >= 4 KiB; 0: unused */
@@ -60,9 +70,19 @@ struct pci_dev {
 	struct pci_bus *bus;
 	/* After a config write lands (MSI-X enable, ...); may be NULL. */
 	void (*config_written)(struct pci_dev *d, unsigned int off, unsigned int len);
+	/*
+	 * Before a config read of [off, off + len) is served, bus lock not
+	 * held: a device may refresh bytes it computes (taking the bus lock to
+	 * write cfg). May be NULL.
+	 */
+	void (*config_read)(struct pci_dev *d, unsigned int off, unsigned int len);
 	/* A BAR moved or (un)mapped: ioeventfds follow the notify area. */
 	void (*bar_moved)(struct pci_dev *d, int bar);
 	void *opaque;
+	/* INTx, host side (derived from device state, never saved; bus lock). */
+	bool intx_pending; /* the device's request: Status.Interrupt Status */
+	bool intx_asserted; /* counted on the line: pending, pin set, not disabled */
+	unsigned int intx_line; /* which line (GSI - 16) while asserted */
 };
 
 struct pci_bus {
@@ -72,6 +92,8 @@ struct pci_bus {
 	struct pci_dev *devs[PCI_SLOTS];
 	struct pci_dev host_bridge;
 	uint64_t mmio_next; /* bump allocator for BAR pre-assignment */
+	uint32_t intx_slots[PCI_INTX_GSIS]; /* slots asserting each shared line */
+	struct ratelimit rl;
 };
 
 extern const struct device_class pci_bus_class;
@@ -93,6 +115,22 @@ void pci_dev_unregister(struct pci_dev *d);
 void pci_dev_refresh(struct pci_dev *d);
 /* 0 if @d's (loaded) config differs from the registered one only in writable bits. */
 int pci_dev_check_config(const struct pci_dev *d);
+/* The same against another reference (an older layout of the device); 0 or -EINVAL. */
+int pci_dev_check_config_as(const struct pci_dev *d, const uint8_t ref[PCI_CFG_SIZE]);
+
+/* The GSI pin @pin (1-4: INTA-INTD) of slot @slot drives. */
+static inline unsigned int pci_intx_gsi(unsigned int slot, unsigned int pin)
+{
+	return PCI_INTX_GSI_BASE + (slot + pin - 1) % PCI_INTX_GSIS;
+}
+
+/*
+ * The device wants (@pending) or no longer wants an INTx interrupt. The line
+ * follows unless the function has no pin or the guest set Interrupt
+ * Disable; Status.Interrupt Status reads @pending either way. Safe from any
+ * thread; a no-op for the line until the device is registered.
+ */
+void pci_set_intx(struct pci_dev *d, bool pending);
 
 /* Config space access as the guest does it (bounds-checked); for tests too. */
 uint32_t pci_config_read(struct pci_bus *b, uint8_t slot, unsigned int off, unsigned int len);

@@ -86,6 +86,57 @@ static void pci_bar_update(struct pci_dev *d, int i)
 	}
 }
 
+/*
+ * Caller holds the bus lock. Count @d on its line if it should drive it and
+ * tell KVM when the line (the OR of the slots sharing it) changes level.
+ *
+ * KVM_IRQ_LINE rather than an irqfd with KVM_IRQFD_FLAG_RESAMPLE: reading
+ * ISR and setting Interrupt Disable must drop the line at once, which an
+ * irqfd cannot (it only raises; KVM lowers at EOI and asks us to re-raise),
+ * and the lines are shared, so the bus ORs levels itself either way (KVM
+ * keeps one userspace level per GSI). INTx is the fallback when MSI-X is
+ * off: an ioctl per edge costs nothing that matters there.
+ */
+static void pci_intx_update(struct pci_dev *d)
+{
+	struct pci_bus *b = d->bus;
+	uint8_t pin = d->cfg[PCI_INTERRUPT_PIN];
+	bool assert = d->intx_pending && pin >= 1 && pin <= 4 &&
+		      !(pci_get_u16(d, PCI_COMMAND) & PCI_COMMAND_INTX_DISABLE);
+	uint32_t *slots;
+	bool before;
+
+	if (!b || b->devs[d->slot] != d || assert == d->intx_asserted)
+		return;
+	if (assert)
+		d->intx_line = pci_intx_gsi(d->slot, pin) - PCI_INTX_GSI_BASE;
+	slots = &b->intx_slots[d->intx_line];
+	before = *slots;
+	if (assert)
+		*slots |= 1u << d->slot;
+	else
+		*slots &= ~(1u << d->slot);
+	d->intx_asserted = assert;
+	if (before != !!*slots && b->vm &&
+	    vm_set_irq(b->vm, PCI_INTX_GSI_BASE + d->intx_line, !!*slots))
+		log_ratelimited(&b->rl, "%s: KVM_IRQ_LINE GSI %u failed", d->name,
+				PCI_INTX_GSI_BASE + d->intx_line);
+}
+
+void pci_set_intx(struct pci_dev *d, bool pending)
+{
+	struct pci_bus *b = d->bus;
+
+	if (!b) {
+		d->intx_pending = pending;
+		return;
+	}
+	pthread_mutex_lock(&b->lock);
+	d->intx_pending = pending;
+	pci_intx_update(d);
+	pthread_mutex_unlock(&b->lock);
+}
+
 uint32_t pci_config_read(struct pci_bus *b, uint8_t slot, unsigned int off, unsigned int len)
 {
 	struct pci_dev *d = slot < PCI_SLOTS ? b->devs[slot] : NULL;
@@ -94,9 +145,14 @@ uint32_t pci_config_read(struct pci_bus *b, uint8_t slot, unsigned int off, unsi
 
 	if (!d || off >= PCI_CFG_SIZE || len > PCI_CFG_SIZE - off)
 		return len == 4 ? 0xffffffffu : (1u << (8 * len)) - 1;
+	if (d->config_read)
+		d->config_read(d, off, len);
 	pthread_mutex_lock(&b->lock);
 	for (i = 0; i < len; i++)
 		v |= (uint32_t)d->cfg[off + i] << (8 * i);
+	/* Interrupt Status is live, not stored (saved config never holds it). */
+	if (d->intx_pending && off <= PCI_STATUS && PCI_STATUS < off + len)
+		v |= (uint32_t)PCI_STATUS_INTERRUPT << (8 * (PCI_STATUS - off));
 	pthread_mutex_unlock(&b->lock);
 	return v;
 }
@@ -122,6 +178,8 @@ void pci_config_write(struct pci_bus *b, uint8_t slot, unsigned int off, unsigne
 	if (bars || command)
 		for (i = 0; i < 6; i++)
 			pci_bar_update(d, i);
+	if (command)
+		pci_intx_update(d); /* Interrupt Disable */
 	pthread_mutex_unlock(&b->lock);
 	if (d->config_written)
 		d->config_written(d, off, len);
@@ -216,6 +274,8 @@ void pci_dev_unregister(struct pci_dev *d)
 			bus_unregister(&b->vm->mmio, d->bars[i].addr);
 			d->bars[i].mapped = false;
 		}
+	d->intx_pending = false;
+	pci_intx_update(d);
 	b->devs[d->slot] = NULL;
 	pthread_mutex_unlock(&b->lock);
 }
@@ -262,14 +322,19 @@ void pci_dev_refresh(struct pci_dev *d)
 	pthread_mutex_unlock(&d->bus->lock);
 }
 
-int pci_dev_check_config(const struct pci_dev *d)
+int pci_dev_check_config_as(const struct pci_dev *d, const uint8_t ref[PCI_CFG_SIZE])
 {
 	unsigned int i;
 
 	for (i = 0; i < PCI_CFG_SIZE; i++)
-		if ((d->cfg[i] ^ d->cfg_init[i]) & ~d->wmask[i])
+		if ((d->cfg[i] ^ ref[i]) & ~d->wmask[i])
 			return -EINVAL;
 	return 0;
+}
+
+int pci_dev_check_config(const struct pci_dev *d)
+{
+	return pci_dev_check_config_as(d, d->cfg_init);
 }
 
 /* The bus's own state: the address latch and the host bridge's config. */
