@@ -132,7 +132,7 @@ static const uint8_t aml_s5[] = {
  * inner-first into a buffer and wrapped with their opcode and PkgLength.
  */
 struct aml {
-	uint8_t b[1024];
+	uint8_t b[2048];
 	size_t len;
 	bool overflow;
 };
@@ -200,9 +200,40 @@ static void res_dword_mem(struct aml *a, uint32_t min, uint32_t max)
 }
 
 /*
- * Scope (\_SB) { Device (PCI0) { _HID PNP0A03, _UID 0, _CRS } }: Linux with
- * ACPI finds PCI root bridges only this way. _CRS: bus 0, the config ports,
- * the rest of I/O space, and the 32-bit MMIO window BARs are assigned from.
+ * Name (_PRT, Package () { Package () { 0xSSSSFFFF, 0, Zero, GSI }, ... }):
+ * INTA of each device slot (every function here has pin A) in the GSI form,
+ * which means level-triggered, active-low: as pci_intx_gsi() wires it.
+ */
+static void aml_prt(struct aml *out)
+{
+	static const uint8_t name_prt[] = { 0x08, '_', 'P', 'R', 'T' };
+	static const uint8_t package_op[] = { 0x12 };
+	struct aml pkg = { 0 };
+	unsigned int slot;
+
+	aml_byte(&pkg, PCI_SLOTS - 1); /* NumElements: slot 0 is the host bridge */
+	for (slot = 1; slot < PCI_SLOTS; slot++) {
+		struct aml ent = { 0 };
+		uint8_t addr[5] = { 0x0c }; /* DWordPrefix */
+
+		aml_le(addr + 1, (uint32_t)slot << 16 | 0xffff, 4); /* any function */
+		aml_byte(&ent, 4);
+		aml_put(&ent, addr, sizeof(addr));
+		aml_byte(&ent, 0x00); /* pin: Zero is INTA */
+		aml_byte(&ent, 0x00); /* source: Zero, the GSI form */
+		aml_byte(&ent, 0x0a); /* BytePrefix */
+		aml_byte(&ent, pci_intx_gsi(slot, PCI_INTERRUPT_PIN_A));
+		aml_wrap(&pkg, package_op, sizeof(package_op), &ent);
+	}
+	aml_put(out, name_prt, sizeof(name_prt));
+	aml_wrap(out, package_op, sizeof(package_op), &pkg);
+}
+
+/*
+ * Scope (\_SB) { Device (PCI0) { _HID PNP0A03, _UID 0, _CRS, _PRT } }: Linux
+ * with ACPI finds PCI root bridges only this way. _CRS: bus 0, the config
+ * ports, the rest of I/O space, and the 32-bit MMIO window BARs are
+ * assigned from. _PRT: where each slot's INTx goes.
  */
 static void aml_pci_root(struct aml *out)
 {
@@ -234,6 +265,7 @@ static void aml_pci_root(struct aml *out)
 	aml_put(&dev, uid, sizeof(uid));
 	aml_put(&dev, name_crs, sizeof(name_crs));
 	aml_wrap(&dev, buffer_op, sizeof(buffer_op), &buf);
+	aml_prt(&dev);
 
 	aml_put(&scope, "\\_SB_", 5);
 	aml_wrap(&scope, device_op, sizeof(device_op), &dev);

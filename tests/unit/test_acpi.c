@@ -16,6 +16,7 @@
 
 #include "qlite/boot.h"
 #include "qlite/devices.h"
+#include "qlite/pci.h"
 
 #define TBL_GPA BOOT_ACPI_START
 #define TBL_LEN (128 * KiB)
@@ -126,6 +127,44 @@ static void walk_roots(struct tables *t)
 	assert_non_null(t->madt);
 }
 
+/*
+ * _PRT: one GSI-form entry per device slot, Package (4) { 0xSSSSFFFF, INTA,
+ * Zero, GSI }, with the GSI the PCI bus asserts (pci_intx_gsi).
+ */
+static void check_prt(const uint8_t *aml, uint32_t len)
+{
+	const uint8_t *p = NULL;
+	unsigned int n, slot;
+	uint32_t i;
+
+	for (i = 0; i + 4 <= len; i++)
+		if (!memcmp(aml + i, "_PRT", 4)) {
+			assert_null(p); /* exactly one */
+			p = aml + i + 4;
+		}
+	assert_non_null(p);
+	assert_true(p + 4 < aml + len);
+	assert_int_equal(p[0], 0x12);	     /* PackageOp */
+	assert_int_equal(p[1] & 0xc0, 0x40); /* 2-byte PkgLength */
+	assert_true(p + ((p[1] & 0xf) | p[2] << 4) + 1 <= aml + len);
+	n = p[3];
+	assert_int_equal(n, PCI_SLOTS - 1);
+	p += 4;
+	for (slot = 1; slot <= n; slot++, p += 12) {
+		assert_true(p + 12 <= aml + len);
+		assert_int_equal(p[0], 0x12); /* PackageOp */
+		assert_int_equal(p[1], 11);   /* PkgLength */
+		assert_int_equal(p[2], 4);    /* NumElements */
+		assert_int_equal(p[3], 0x0c); /* DWordPrefix */
+		assert_int_equal(rd32(p + 4), slot << 16 | 0xffff);
+		assert_int_equal(p[8], 0x00); /* INTA */
+		assert_int_equal(p[9], 0x00); /* GSI form */
+		assert_int_equal(p[10], 0x0a);
+		assert_int_equal(p[11], 16 + slot % 8);
+		assert_int_equal(p[11], pci_intx_gsi(slot, PCI_INTERRUPT_PIN_A));
+	}
+}
+
 static void check_fadt_dsdt(struct tables *t)
 {
 	const uint8_t *f = t->fadt, *d, *aml;
@@ -164,6 +203,7 @@ static void check_fadt_dsdt(struct tables *t)
 		assert_int_equal(aml[i + 8], ACPI_S5_TYP);
 	}
 	assert_true(s5);
+	check_prt(aml, dlen - HDR_LEN);
 }
 
 static void check_madt(const struct tables *t, unsigned int ncpus)
