@@ -168,6 +168,8 @@ struct virtio_dev {
 
 	struct pci_dev pci;
 	struct msix msix;
+	unsigned int pci_cfg_cap; /* offset of VIRTIO_PCI_CAP_PCI_CFG */
+	uint8_t cfg_old[PCI_CFG_SIZE]; /* config as laid out before INTx/PCI_CFG */
 	int kick_efd[VIRTIO_MAX_QUEUES];
 	bool kick_assigned[VIRTIO_MAX_QUEUES];
 	uint64_t kick_addr[VIRTIO_MAX_QUEUES];

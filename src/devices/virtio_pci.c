@@ -3,8 +3,11 @@
  * virtio-pci modern (virtio 1.x) transport. One 32 KiB memory BAR holds the
  * common, ISR, device-config and notify regions and the MSI-X table/PBA.
  * Queue notifications are ioeventfds (a write to a queue's notify address
- * never exits to userspace on the vCPU); interrupts are MSI-X over irqfd.
- * Queue work runs on the main thread's loop, under the device lock.
+ * never exits to userspace on the vCPU); interrupts are MSI-X over irqfd,
+ * or INTx (pin A, level, following ISR) while the driver leaves MSI-X off.
+ * The PCI configuration access capability reaches the same BAR handlers
+ * through config space. Queue work runs on the main thread's loop, under
+ * the device lock.
  */
 #include <errno.h>
 #include <linux/kvm.h>
@@ -40,6 +43,8 @@
 #define CAP_ISR 3
 #define CAP_DEVICE 4
 #define CAP_PCI_CFG 5
+#define PCI_CFG_CAP_LEN 20 /* struct virtio_pci_cfg_cap */
+#define PCI_CFG_DATA 16 /* pci_cfg_data, from the capability's start */
 
 /* Common configuration layout (virtio 1.x, 4.1.4.3). */
 #define C_DFSELECT 0x00
@@ -85,20 +90,36 @@ void virtio_dev_set_broken(struct virtio_dev *d, const char *why)
 	virtio_config_changed(d);
 }
 
+/*
+ * Caller holds the device lock. With MSI-X off the INTx line is the OR of
+ * ISR's bits (virtio 1.x, 4.1.4.5.1); with it on, INTx is never used.
+ */
+static void virtio_intx_update(struct virtio_dev *d)
+{
+	pci_set_intx(&d->pci, d->st.isr && !msix_enabled(&d->msix));
+}
+
 void virtio_notify(struct virtio_dev *d, unsigned int q)
 {
 	if (!vq_should_notify(&d->vq[q]))
 		return;
+	if (msix_enabled(&d->msix)) {
+		/* NO_VECTOR: the driver wants no interrupt for this queue. */
+		if (d->st.q[q].msix_vector != MSIX_NO_VECTOR)
+			msix_notify(&d->msix, d->st.q[q].msix_vector);
+		return;
+	}
 	d->st.isr |= 1;
-	if (d->st.q[q].msix_vector != MSIX_NO_VECTOR)
-		msix_notify(&d->msix, d->st.q[q].msix_vector);
+	virtio_intx_update(d);
 }
 
 void virtio_config_changed(struct virtio_dev *d)
 {
 	d->st.config_generation++;
-	d->st.isr |= 2;
-	if (d->st.msix_config != MSIX_NO_VECTOR)
+	d->st.isr |= 2; /* set with MSI-X too (4.1.4.5.1) */
+	if (!msix_enabled(&d->msix))
+		virtio_intx_update(d);
+	else if (d->st.msix_config != MSIX_NO_VECTOR)
 		msix_notify(&d->msix, d->st.msix_config);
 }
 
@@ -205,6 +226,7 @@ static void virtio_reset_locked(struct virtio_dev *d)
 	d->st.queue_select = 0;
 	d->st.status = 0;
 	d->st.isr = 0;
+	pci_set_intx(&d->pci, false);
 	d->broken = false;
 }
 
@@ -440,8 +462,9 @@ static void virtio_bar_read(void *opaque, uint64_t off, uint8_t *data, unsigned 
 			v = common_read(d, off);
 		memcpy(data, &v, MIN(len, 4u));
 	} else if (off == ISR_OFF) {
-		data[0] = d->st.isr; /* reading acknowledges */
+		data[0] = d->st.isr; /* reading acknowledges, and drops INTx */
 		d->st.isr = 0;
+		pci_set_intx(&d->pci, false);
 	} else if (off >= DEVCFG_OFF && off < DEVCFG_OFF + d->ops->config_size &&
 		   len <= d->ops->config_size - (off - DEVCFG_OFF) && d->ops->config_read) {
 		d->ops->config_read(d, off - DEVCFG_OFF, data, len);
@@ -502,13 +525,86 @@ static unsigned int virtio_add_cap(struct pci_dev *p, uint8_t type, uint32_t off
 	return c;
 }
 
+/* ---- VIRTIO_PCI_CAP_PCI_CFG: the BAR through config space (4.1.4.9) ----- */
+
+/* Does config access [off, off + len) touch pci_cfg_data? */
+static bool pci_cfg_window(const struct virtio_dev *d, unsigned int off, unsigned int len)
+{
+	unsigned int w = d->pci_cfg_cap + PCI_CFG_DATA;
+
+	return d->pci_cfg_cap && off < w + 4 && w < off + len;
+}
+
+/*
+ * Where the driver pointed the window, if it may point there: BAR 0, length
+ * 1, 2 or 4, offset aligned to it and inside the BAR. The fields are the
+ * guest's to write (another vCPU may be writing them): read under the bus
+ * lock, and anything else means no access. A capability absent from the
+ * loaded config (an older layout) never matches.
+ */
+static bool pci_cfg_target(struct virtio_dev *d, uint32_t *off, unsigned int *len)
+{
+	struct pci_dev *p = &d->pci;
+	unsigned int c = d->pci_cfg_cap;
+	uint32_t o, l;
+	bool ok;
+
+	pthread_mutex_lock(&p->bus->lock);
+	ok = p->cfg[c] == PCI_CAP_ID_VNDR && p->cfg[c + 3] == CAP_PCI_CFG && p->cfg[c + 4] == 0;
+	o = pci_get_u32(p, c + 8);
+	l = pci_get_u32(p, c + 12);
+	pthread_mutex_unlock(&p->bus->lock);
+	if (!ok || (l != 1 && l != 2 && l != 4) || o % l || o >= BAR_SIZE || l > BAR_SIZE - o)
+		return false;
+	*off = o;
+	*len = l;
+	return true;
+}
+
+/* A read of pci_cfg_data reads the BAR into it first (zeros if misdirected). */
+static void virtio_config_read(struct pci_dev *p, unsigned int off, unsigned int len)
+{
+	struct virtio_dev *d = p->opaque;
+	uint8_t data[4] = { 0 };
+	unsigned int blen;
+	uint32_t boff;
+
+	if (!pci_cfg_window(d, off, len))
+		return;
+	if (pci_cfg_target(d, &boff, &blen))
+		virtio_bar_read(d, boff, data, blen);
+	pthread_mutex_lock(&p->bus->lock);
+	memcpy(p->cfg + d->pci_cfg_cap + PCI_CFG_DATA, data, sizeof(data));
+	pthread_mutex_unlock(&p->bus->lock);
+}
+
+/* A write to pci_cfg_data writes its first cap.length bytes to the BAR. */
+static void pci_cfg_written(struct virtio_dev *d)
+{
+	struct pci_dev *p = &d->pci;
+	uint8_t data[4];
+	unsigned int blen;
+	uint32_t boff;
+
+	if (!pci_cfg_target(d, &boff, &blen))
+		return;
+	pthread_mutex_lock(&p->bus->lock);
+	memcpy(data, p->cfg + d->pci_cfg_cap + PCI_CFG_DATA, sizeof(data));
+	pthread_mutex_unlock(&p->bus->lock);
+	virtio_bar_write(d, boff, data, blen);
+}
+
 static void virtio_config_written(struct pci_dev *p, unsigned int off, unsigned int len)
 {
 	struct virtio_dev *d = p->opaque;
 
-	(void)off;
-	(void)len;
+	if (pci_cfg_window(d, off, len))
+		pci_cfg_written(d);
 	msix_config_written(&d->msix);
+	/* MSI-X enable switches between MSI-X and INTx. */
+	pthread_mutex_lock(&d->lock);
+	virtio_intx_update(d);
+	pthread_mutex_unlock(&d->lock);
 }
 
 static void virtio_pci_unrealize(void *opaque)
@@ -581,7 +677,9 @@ static int virtio_state_post_load(void *opaque)
 	}
 	if ((st->isr & ~3u) || st->pad)
 		return -EINVAL;
-	if (pci_dev_check_config(&d->pci) || msix_state_check(&d->msix) ||
+	/* Config as registered, or as qlite laid it out before INTx and PCI_CFG. */
+	if ((pci_dev_check_config(&d->pci) && pci_dev_check_config_as(&d->pci, d->cfg_old)) ||
+	    msix_state_check(&d->msix) ||
 	    (st->msix_config != MSIX_NO_VECTOR && st->msix_config >= d->msix.nvec))
 		return -EINVAL;
 	for (q = 0; q < VIRTIO_MAX_QUEUES; q++) {
@@ -629,6 +727,8 @@ static int virtio_state_post_load(void *opaque)
 	}
 	pci_dev_refresh(&d->pci);
 	msix_state_loaded(&d->msix);
+	/* The line is derived state: ISR, MSI-X enable, pin, Interrupt Disable. */
+	pci_set_intx(&d->pci, st->isr && !msix_enabled(&d->msix));
 	return 0;
 }
 
@@ -761,8 +861,10 @@ int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *pri
 		     ops->class_code, 1 /* modern-only */);
 	pci_set_u16(&d->pci, PCI_SUBSYSTEM_VENDOR_ID, VIRTIO_PCI_VENDOR);
 	pci_set_u16(&d->pci, PCI_SUBSYSTEM_ID, 0x40);
+	d->pci.cfg[PCI_INTERRUPT_PIN] = PCI_INTERRUPT_PIN_A;
 	d->pci.opaque = d;
 	d->pci.config_written = virtio_config_written;
+	d->pci.config_read = virtio_config_read;
 	d->pci.bar_moved = virtio_bar_moved;
 	pci_dev_set_bar(&d->pci, 0, BAR_SIZE, &virtio_bar_ops, d);
 	virtio_add_cap(&d->pci, CAP_COMMON, COMMON_OFF, COMMON_LEN, 0);
@@ -776,6 +878,15 @@ int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *pri
 	ret = msix_init(&d->msix, &d->pci, ops->nqueues + 1, 0, MSIX_TABLE_OFF, MSIX_PBA_OFF);
 	if (ret)
 		goto err;
+	/* Last, so the layout before it is the older one (cfg_old). */
+	c = virtio_add_cap(&d->pci, CAP_PCI_CFG, 0, 0, PCI_CFG_CAP_LEN - 16);
+	if (!c) {
+		ret = -ENOSPC;
+		goto err;
+	}
+	d->pci_cfg_cap = c;
+	d->pci.wmask[c + 4] = 0xff; /* cap.bar */
+	memset(d->pci.wmask + c + 8, 0xff, 12); /* cap.offset, cap.length, pci_cfg_data */
 	for (q = 0; q < ops->nqueues; q++) {
 		d->kick_efd[q] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		kc[q] = (struct kick_ctx){ d, q };
@@ -803,6 +914,15 @@ int virtio_pci_create(struct vm *vm, const struct virtio_dev_ops *ops, void *pri
 		ret = pci_dev_register(vm->pci, &d->pci);
 	if (ret)
 		return ret;
+	/*
+	 * The layout saved by a qlite without INTx and PCI_CFG (same section
+	 * version): no interrupt pin, no PCI_CFG capability on the list. Such a
+	 * state loads as it was: the guest saw neither, and keeps not seeing them.
+	 */
+	memcpy(d->cfg_old, d->pci.cfg_init, PCI_CFG_SIZE);
+	d->cfg_old[PCI_INTERRUPT_PIN] = 0;
+	d->cfg_old[PCI_CAPABILITY_LIST] = d->cfg_old[d->pci_cfg_cap + 1];
+	memset(d->cfg_old + d->pci_cfg_cap, 0, PCI_CFG_CAP_LEN);
 	*out = d;
 	return 0;
 err:
