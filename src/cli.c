@@ -55,9 +55,11 @@ const char cli_run_usage[] =
 	"                        passes it); wait=on waits for a client before the\n"
 	"                        guest runs (default wait=off)\n"
 	"      --name NAME       VM name (QMP query-name)\n"
-	"      --disk path=FILE[,readonly=on][,direct=on][,serial=ID]\n"
+	"      --disk path=FILE[,readonly=on][,direct=on][,serial=ID][,coalesce=off]\n"
 	"                        a virtio-blk disk on a raw image (repeatable, up to 8);\n"
-	"                        direct=on bypasses the host page cache (O_DIRECT)\n"
+	"                        direct=on bypasses the host page cache (O_DIRECT);\n"
+	"                        coalesce=off signals each completion at once instead\n"
+	"                        of batching interrupts while the guest keeps queueing\n"
 	"      --net tap=NAME|fd=N[,mac=52:54:00:12:34:56]\n"
 	"                        a virtio-net NIC on a tap (created if absent) or an\n"
 	"                        inherited tap fd (repeatable, up to 4)\n"
@@ -279,9 +281,17 @@ int cli_parse_disk(char *spec, struct disk_config *dc, struct qerr *e)
 				return ret;
 		} else if (!strcmp(item, "serial")) {
 			dc->serial = eq + 1;
+		} else if (!strcmp(item, "coalesce")) {
+			bool on;
+
+			ret = cli_onoff(item, eq + 1, &on, e);
+			if (ret)
+				return ret;
+			dc->no_coalesce = !on;
 		} else {
 			return qerr_set(e, EINVAL,
-					"--disk: unknown option '%s' (path, readonly, direct, serial)",
+					"--disk: unknown option '%s' (path, readonly, direct, serial, "
+					"coalesce)",
 					item);
 		}
 	}

@@ -221,11 +221,15 @@ struct disk_config {
 	const char *path;
 	bool readonly;
 	bool direct;
+	bool no_coalesce; /* coalesce=off: signal every completion at once */
 	const char *serial;
 };
 
 struct blk_disk_stats {
 	uint64_t rd_bytes, wr_bytes, rd_ops, wr_ops, flush_ops, failed_ops;
+	/* Completion coalescing: windows opened, requests started inside one. */
+	uint64_t coalesce_windows, coalesced_reqs, coalesce_tick_ns;
+	bool coalesce;
 };
 
 struct blk_disk_info {

@@ -186,6 +186,13 @@ static int cmd_query_blockstats(struct ctl *c, struct json_object *args,
 		json_object_object_add(st, "failed_rd_operations", json_object_new_int64(0));
 		json_object_object_add(st, "x-failed-operations",
 				       json_object_new_int64(di.stats.failed_ops));
+		json_object_object_add(st, "x-coalesce", json_object_new_boolean(di.stats.coalesce));
+		json_object_object_add(st, "x-coalesce-windows",
+				       json_object_new_int64(di.stats.coalesce_windows));
+		json_object_object_add(st, "x-coalesced-requests",
+				       json_object_new_int64(di.stats.coalesced_reqs));
+		json_object_object_add(st, "x-coalesce-tick-ns",
+				       json_object_new_int64(di.stats.coalesce_tick_ns));
 		json_object_object_add(o, "stats", st);
 		json_object_array_add(list, o);
 	}

@@ -4,15 +4,19 @@
  * VIRTIO_MAX_QUEUES), all feeding one ring driven by the main loop: a shared
  * ring costs 35-45% less CPU per I/O at low depth than a ring per queue
  * (tests/bench/blk_rings.c). Requests are batched: one io_uring_submit per
- * kick. A malformed request (no status byte, short header, buffers of the
- * wrong direction for its type) puts the device in NEEDS_RESET; a well-formed
- * request the disk cannot serve (out of range, read-only) gets IOERR/UNSUPP.
+ * kick, and completions are coalesced into fewer interrupts while the guest
+ * keeps queueing (vblk_defer_or_notify()). A malformed request (no status
+ * byte, short header, buffers of the wrong direction for its type) puts the
+ * device in NEEDS_RESET; a well-formed request the disk cannot serve (out of
+ * range, read-only) gets IOERR/UNSUPP.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include "qlite/blk.h"
 #include "qlite/checkpoint.h"
@@ -44,6 +48,16 @@
 #define VBLK_QUEUE_SIZE 256
 #define VBLK_SEG_MAX (VBLK_QUEUE_SIZE - 2)
 #define VBLK_MAX_DISCARD_SECTORS (1u << 22) /* 2 GiB per request */
+
+/* Completion coalescing (see vblk_defer_or_notify()). */
+#define COAL_TICK_MIN_NS 2000ULL
+#define COAL_TICK_MAX_NS 2000000ULL
+#define COAL_TICK_INIT_NS 20000ULL
+#define COAL_WINDOW_MAX_NS 4000000ULL /* latency bound on one window */
+#define COAL_WINDOW_MAX_REQS VBLK_QUEUE_SIZE
+#define COAL_BACKOFF 128 /* batches signalled at once once windows keep failing */
+#define COAL_SCORE_MAX 32 /* windows that found requests, recently (see below) */
+#define COAL_IDLE_NS 10000000ULL /* a reaction this slow: the guest was idle */
 
 struct __attribute__((packed)) vblk_config {
 	uint64_t capacity;
@@ -92,6 +106,21 @@ struct vblk {
 	unsigned int nreqs;
 	uint32_t notify_mask; /* queues that completed requests in this batch */
 	unsigned int inflight[VIRTIO_MAX_QUEUES];
+	/* Completion coalescing: host-local tuning, never saved. */
+	struct {
+		bool on; /* --disk ...,coalesce=on (the default) */
+		bool armed; /* a window is open: interrupts held, kicks off */
+		int tfd;
+		uint64_t tick_ns; /* how long a tick waits for the guest */
+		uint64_t start_ns; /* when the window opened */
+		/* EWMA of the guest's reaction: an interrupt to its next kick. */
+		uint64_t notified_ns, react_ns;
+		unsigned int popped; /* requests taken from the rings, ever */
+		unsigned int tick_mark, window_mark; /* popped at the last tick, at opening */
+		unsigned int skip; /* batches left to signal at once */
+		unsigned int score; /* +4 per window that found requests, halved per failure */
+		uint64_t windows, held; /* windows opened, requests signalled late */
+	} coal;
 	struct blk_disk_stats stats;
 	struct virtio_dev_ops ops; /* per device: queue count depends on vCPUs */
 	struct vblk *next; /* vm->disks */
@@ -161,6 +190,9 @@ static void vblk_done(void *opaque, int result)
 static void vblk_send_notifications(struct vblk *b)
 {
 	unsigned int q;
+
+	if (b->notify_mask)
+		b->coal.notified_ns = time_now_ns();
 
 	for (q = 0; b->notify_mask; q++) {
 		if (b->notify_mask & (1u << q)) {
@@ -339,13 +371,15 @@ static void vblk_process(struct vblk *b, unsigned int q)
 				virtio_dev_set_broken(d, why);
 			break;
 		}
+		b->coal.popped++;
 	}
 }
 
 /*
  * While a queue has requests in flight its completions will come back to
  * us, so the driver need not kick (each kick is a VM exit): poll the ring
- * then. Kicks come back on when the queue is idle, then a last look.
+ * then. The same holds while a coalescing window is open (its timer polls).
+ * Kicks come back on when the queue is idle, then a last look.
  */
 static void vblk_poll_queues(struct vblk *b)
 {
@@ -357,7 +391,7 @@ static void vblk_poll_queues(struct vblk *b)
 		if (!vq->desc)
 			continue;
 		vblk_process(b, q);
-		if (b->inflight[q]) {
+		if (b->inflight[q] || b->coal.armed) {
 			vq_set_kicks(vq, false);
 			continue;
 		}
@@ -369,13 +403,159 @@ static void vblk_poll_queues(struct vblk *b)
 		}
 	}
 	blk_ring_submit(b->ring); /* the whole batch in one io_uring_submit */
+}
+
+/* Drop an open window without signalling (reset) or before signalling. */
+static void vblk_coal_cancel(struct vblk *b)
+{
+	struct itimerspec off = { 0 };
+
+	if (!b->coal.armed)
+		return;
+	b->coal.armed = false;
+	timerfd_settime(b->coal.tfd, 0, &off, NULL);
+}
+
+static void vblk_coal_arm(struct vblk *b, uint64_t ns)
+{
+	struct itimerspec its = { .it_value = { .tv_sec = (time_t)(ns / 1000000000ULL),
+						.tv_nsec = (long)(ns % 1000000000ULL) } };
+
+	if (timerfd_settime(b->coal.tfd, 0, &its, NULL) == 0)
+		return;
+	/* No timer: signal now rather than never. */
+	b->coal.armed = false;
+	b->coal.on = false;
+}
+
+/*
+ * Completion coalescing. A request the backend finishes at once (a read the
+ * page cache or a RAM disk serves inside io_uring_submit) is done before the
+ * guest has queued its next one: signalled at once, every request costs a
+ * kick and an interrupt, each a VM exit. So when requests completed, hold
+ * the interrupt for a tick with kicks off; a tick that finds new requests
+ * starts them and waits another, the first tick that finds none (the
+ * guest is waiting for us) signals them all. A window that found nothing
+ * at all is a failure; when failures outweigh recent successes (a guest
+ * running one request at a time) the next COAL_BACKOFF batches are
+ * signalled at once. The tick adapts: shorter when a tick finds
+ * several requests, longer when the first tick finds none, but never
+ * longer than the guest's reaction to an interrupt (a guest that keeps
+ * queueing does so faster than that), so depth-1 I/O pays at most one
+ * reaction time per COAL_BACKOFF requests.
+ */
+static void vblk_defer_or_notify(struct vblk *b)
+{
+	unsigned int q;
+
+	if (!b->notify_mask || b->coal.armed)
+		return;
+	if (!b->coal.on || b->coal.skip) {
+		if (b->coal.skip)
+			b->coal.skip--;
+		vblk_send_notifications(b);
+		return;
+	}
+	b->coal.armed = true;
+	b->coal.windows++;
+	b->coal.start_ns = time_now_ns();
+	b->coal.tick_mark = b->coal.window_mark = b->coal.popped;
+	vblk_coal_arm(b, b->coal.tick_ns);
+	if (!b->coal.armed) {
+		vblk_send_notifications(b);
+		return;
+	}
+	/* The ticks look at the rings: no kicks meanwhile (each is an exit). */
+	for (q = 0; q < b->nqueues; q++)
+		if (b->dev->vq[q].desc)
+			vq_set_kicks(&b->dev->vq[q], false);
+}
+
+/* Close the window: signal, and kicks back on where queues are idle. */
+static void vblk_coal_close(struct vblk *b)
+{
+	unsigned int q;
+
+	b->coal.armed = false;
+	b->coal.held += b->coal.popped - b->coal.window_mark;
 	vblk_send_notifications(b);
+	for (q = 0; q < b->nqueues && !b->dev->broken; q++) {
+		struct virtq *vq = &b->dev->vq[q];
+
+		if (!vq->desc || b->inflight[q])
+			continue;
+		vq_set_kicks(vq, true);
+		/* The guest may have queued a request since the last tick. */
+		if (vq_has_work(vq))
+			vblk_process(b, q);
+		if (b->inflight[q])
+			vq_set_kicks(vq, false);
+	}
+	blk_ring_submit(b->ring);
+}
+
+static void vblk_coal_tick(struct vblk *b)
+{
+	struct virtio_dev *d = b->dev;
+	uint64_t now = time_now_ns(), cap;
+	unsigned int found;
+
+	if (!(d->st.status & VIRTIO_STATUS_DRIVER_OK) || d->reset_pending || d->quiesced ||
+	    d->broken) {
+		/* Stopping: signal what completed, start nothing. */
+		b->coal.armed = false;
+		vblk_send_notifications(b);
+		return;
+	}
+	vblk_poll_queues(b);
+	found = b->coal.popped - b->coal.tick_mark;
+	b->coal.tick_mark = b->coal.popped;
+	if (found && now - b->coal.start_ns < COAL_WINDOW_MAX_NS &&
+	    b->coal.popped - b->coal.window_mark < COAL_WINDOW_MAX_REQS) {
+		if (found > 1)
+			b->coal.tick_ns = MAX(COAL_TICK_MIN_NS, b->coal.tick_ns * 7 / 8);
+		vblk_coal_arm(b, b->coal.tick_ns);
+		if (b->coal.armed)
+			return;
+	} else if (!found && b->coal.popped == b->coal.window_mark) {
+		/* Nothing came: depth 1, or a tick shorter than the guest's pace. */
+		b->coal.score /= 2;
+		if (b->coal.score < 4)
+			b->coal.skip = COAL_BACKOFF;
+		cap = MIN(COAL_TICK_MAX_NS, MAX(b->coal.react_ns, COAL_TICK_MIN_NS));
+		b->coal.tick_ns = MIN(cap, 2 * b->coal.tick_ns);
+	} else {
+		b->coal.score = MIN(COAL_SCORE_MAX, b->coal.score + 4);
+	}
+	vblk_coal_close(b);
+}
+
+static void vblk_on_timer(void *opaque, uint32_t events)
+{
+	struct vblk *b = opaque;
+	uint64_t n;
+
+	(void)events;
+	pthread_mutex_lock(&b->dev->lock);
+	if (read(b->coal.tfd, &n, sizeof(n)) == sizeof(n) && b->coal.armed)
+		vblk_coal_tick(b);
+	pthread_mutex_unlock(&b->dev->lock);
 }
 
 static void vblk_queue_notify(struct virtio_dev *d, unsigned int q)
 {
+	struct vblk *b = d->priv;
+
 	(void)q;
-	vblk_poll_queues(d->priv);
+	if (b->coal.notified_ns) {
+		uint64_t r = time_now_ns() - b->coal.notified_ns;
+
+		if (r < COAL_IDLE_NS)
+			b->coal.react_ns = b->coal.react_ns ? (7 * b->coal.react_ns + r) / 8 : r;
+		b->coal.notified_ns = 0;
+	}
+	vblk_poll_queues(b);
+	vblk_defer_or_notify(b);
 }
 
 /* Completions: reap under the device lock, look for new requests, interrupt. */
@@ -387,10 +567,12 @@ static void vblk_on_ring(void *opaque, uint32_t events)
 	pthread_mutex_lock(&b->dev->lock);
 	blk_ring_complete(b->ring);
 	if ((b->dev->st.status & VIRTIO_STATUS_DRIVER_OK) && !b->dev->reset_pending &&
-	    !b->dev->quiesced)
+	    !b->dev->quiesced) {
 		vblk_poll_queues(b);
-	else
+		vblk_defer_or_notify(b);
+	} else {
 		vblk_send_notifications(b);
+	}
 	pthread_mutex_unlock(&b->dev->lock);
 }
 
@@ -408,6 +590,7 @@ static void vblk_reset(struct virtio_dev *d)
 	blk_ring_drain(b->ring);
 	b->notify_mask = 0;
 	memset(b->inflight, 0, sizeof(b->inflight));
+	vblk_coal_cancel(b);
 }
 
 /* What the disk shows the driver: from the image and the VM's vCPU count. */
@@ -486,6 +669,8 @@ static void vblk_free(struct vblk *b)
 		blk_ring_destroy(b->ring);
 	if (b->be)
 		blk_backend_close(b->be);
+	if (b->coal.tfd >= 0)
+		close(b->coal.tfd);
 	free(b->path);
 	free(b);
 }
@@ -502,6 +687,8 @@ static void vblk_unrealize(struct virtio_dev *d)
 		}
 	if (b->ring)
 		loop_del(d->vm->loop, blk_ring_eventfd(b->ring));
+	if (b->coal.tfd >= 0)
+		loop_del(d->vm->loop, b->coal.tfd);
 	vblk_free(b);
 }
 
@@ -518,6 +705,7 @@ static int vblk_quiesce(struct virtio_dev *d)
 
 	pthread_mutex_lock(&d->lock);
 	ret = blk_backend_quiesce(b->be);
+	vblk_coal_cancel(b);
 	vblk_send_notifications(b);
 	for (q = 0; !ret && q < b->nqueues; q++)
 		vq_set_kicks(&d->vq[q], true);
@@ -548,6 +736,14 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 	b->path = strdup(dc->path);
 	b->readonly = dc->readonly;
 	b->index = index;
+	b->coal.on = !dc->no_coalesce;
+	b->coal.tick_ns = COAL_TICK_INIT_NS;
+	b->coal.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+	if (b->coal.tfd < 0) {
+		ret = qerr_set(e, errno, "timerfd_create: %s", strerror(errno));
+		vblk_free(b);
+		return ret;
+	}
 	ret = blk_backend_open(&b->be, &o, &vm->mem, e);
 	if (!ret)
 		ret = blk_ring_create(&b->ring, 2 * VBLK_QUEUE_SIZE, e);
@@ -587,6 +783,9 @@ int virtio_blk_create(struct vm *vm, const struct disk_config *dc, unsigned int 
 	ret = loop_add(vm->loop, blk_ring_eventfd(b->ring), EPOLLIN, vblk_on_ring, b);
 	if (ret)
 		return qerr_set(e, -ret, "cannot watch the block ring: %s", strerror(-ret));
+	ret = loop_add(vm->loop, b->coal.tfd, EPOLLIN, vblk_on_timer, b);
+	if (ret)
+		return qerr_set(e, -ret, "cannot watch the block timer: %s", strerror(-ret));
 	b->next = vm->disks;
 	vm->disks = b;
 	return 0;
@@ -604,6 +803,10 @@ struct vblk *virtio_blk_next(struct vm *vm, struct vblk *prev, struct blk_disk_i
 		info->size = blk_backend_size(b->be);
 		pthread_mutex_lock(&b->dev->lock);
 		info->stats = b->stats;
+		info->stats.coalesce = b->coal.on;
+		info->stats.coalesce_windows = b->coal.windows;
+		info->stats.coalesced_reqs = b->coal.held;
+		info->stats.coalesce_tick_ns = b->coal.tick_ns;
 		pthread_mutex_unlock(&b->dev->lock);
 	}
 	return b;

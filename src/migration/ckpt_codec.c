@@ -240,6 +240,8 @@ char *ckpt_config_to_json(const struct vm_config *cfg)
 		add_str(d, "path", cfg->disks[i].path);
 		json_object_object_add(d, "readonly", json_object_new_boolean(cfg->disks[i].readonly));
 		json_object_object_add(d, "direct", json_object_new_boolean(cfg->disks[i].direct));
+		json_object_object_add(d, "coalesce",
+				       json_object_new_boolean(!cfg->disks[i].no_coalesce));
 		add_str(d, "serial", cfg->disks[i].serial);
 		json_object_array_add(disks, d);
 	}
@@ -373,6 +375,9 @@ int ckpt_config_from_json(const char *text, size_t len, struct vm_config *cfg,
 			}
 			cs->disks[i].readonly = get_bool(d, "readonly");
 			cs->disks[i].direct = get_bool(d, "direct");
+			/* Absent (older checkpoints): on, the default. */
+			cs->disks[i].no_coalesce = json_object_object_get_ex(d, "coalesce", NULL) &&
+						   !get_bool(d, "coalesce");
 			cs->disks[i].serial = get_str(d, "serial");
 		}
 		cfg->disks = cs->disks;

@@ -46,6 +46,7 @@ static int parse_with(uint64_t host_mem, unsigned int max_cpus, struct run_optio
 			fail_msg("%s: got %d, want %d (msg: %s)", #__VA_ARGS__, r_, (err), \
 				 e_.msg);                                                  \
 		check_msg(&e_, err, needle);                                               \
+		cli_run_options_free(&o_); /* specs copied before the failure */           \
 	} while (0)
 
 static void check_msg(const struct qerr *e, int err, const char *needle)
@@ -585,6 +586,24 @@ static void test_incoming(void **state)
 	EXPECT_ERR(-EINVAL, "tcp:[::1]:PORT", "--incoming", "tcp:::1:80");
 }
 
+static void test_disk_coalesce(void **state)
+{
+	struct run_options o;
+	struct qerr e;
+
+	assert_int_equal(PARSE(&o, &e, "--kernel", "bz", "--disk", "path=/a.img", "--disk",
+			       "path=/b.img,coalesce=off,direct=on"),
+			 0);
+	assert_int_equal(o.ndisks, 2);
+	assert_false(o.disks[0].no_coalesce);
+	assert_true(o.disks[1].no_coalesce);
+	assert_true(o.disks[1].direct);
+	cli_run_options_free(&o);
+	EXPECT_ERR(-EINVAL, "coalesce", "--kernel", "bz", "--disk", "path=/a.img,coalesce=maybe");
+	EXPECT_ERR(-EINVAL, "unknown option 'coalesc'", "--kernel", "bz", "--disk",
+		   "path=/a.img,coalesc=on");
+}
+
 static void test_duration(void **state)
 {
 	uint64_t ns;
@@ -623,6 +642,7 @@ int main(void)
 		cmocka_unit_test(test_duration),
 		cmocka_unit_test(test_migrate),
 		cmocka_unit_test(test_incoming),
+		cmocka_unit_test(test_disk_coalesce),
 	};
 
 	/* Permutation (positional arguments anywhere) is what users expect. */
