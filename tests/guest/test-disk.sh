@@ -9,11 +9,6 @@ set -euo pipefail
 # shellcheck source=tests/guest/lib/vm.sh
 . "$(dirname "$0")/lib/vm.sh"
 
-if ! vmm_supports --disk; then
-    echo "SKIP: $test_name: qlite run has no --disk option yet"
-    finish
-    exit
-fi
 if [[ ! -f /guest/data.img ]]; then
     fail "no /guest/data.img (run-all.sh passes --guest-file data.img to the test host)"
     finish

@@ -5,11 +5,6 @@ set -euo pipefail
 # shellcheck source=tests/guest/lib/vm.sh
 . "$(dirname "$0")/lib/vm.sh"
 
-if ! vmm_supports --net; then
-    echo "SKIP: $test_name: qlite run has no --net option yet"
-    finish
-    exit
-fi
 
 tap=qltap0
 host_ip=10.0.3.1

@@ -72,14 +72,6 @@ vm_cmd_output() {
 vm_cmd_rc() { sed -n 's/^QLITE-CMD-END rc=\([0-9]*\)$/\1/p' "$VM_LOG" | tail -n1; }
 vm_saw() { grep -qx -- "$1" "$VM_LOG"; }
 
-# vmm_supports OPTION: true for QEMU, and for qlite if `qlite run` has
-# OPTION (--disk, --net, ...). Tests of devices not yet in qlite skip.
-vmm_supports() {
-    # Not grep -q: busybox's stops reading at the match, qlite then dies of
-    # SIGPIPE and pipefail (which the tests set) turned that into "no".
-    [[ $QLITE_GUEST_VMM != qlite ]] || "$QLITE" run --help 2>&1 | grep -- "$1" >/dev/null
-}
-
 # Console of the last VM, shown after failed checks so the log explains them.
 vm_dump_on_failure() {
     if [[ $n_fail -gt ${1:-0} ]]; then
