@@ -296,12 +296,15 @@ bool vq_should_notify(struct virtq *vq)
 		return false;
 	/* Our used index store must be visible before we read the driver's wish. */
 	smp_mb();
-	if (!vq->event_idx)
-		return !(vq->avail[0] & 1); /* VRING_AVAIL_F_NO_INTERRUPT */
 	old = vq->signalled_used;
 	valid = vq->signalled_used_valid;
 	new = vq->signalled_used = vq->s->used_idx;
 	vq->signalled_used_valid = true;
+	/* Nothing used since the last interrupt: none (a shared INTx line counts it). */
+	if (valid && new == old)
+		return false;
+	if (!vq->event_idx)
+		return !(vq->avail[0] & 1); /* VRING_AVAIL_F_NO_INTERRUPT */
 	if (!valid)
 		return true;
 	event = vq->avail[USED_EVENT(vq)];
