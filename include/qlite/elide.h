@@ -4,12 +4,16 @@
  * which guest pages hold exactly the bytes of which 4 KiB disk block, so a
  * checkpoint can store a (disk, block) reference instead of the page.
  *
- * A mapping is recorded when a virtio-blk read fills a whole page from a
- * 4 KiB-aligned block, together with a 64-bit hash (XXH3) of what was read.
- * It is dropped when that block is written (or discarded), and a checkpoint
- * trusts it only if the page still hashes the same: any guest or device
- * write since the read shows up there, without KVM dirty logging (which
- * would force 4 KiB mappings on the whole guest for as long as it runs).
+ * A mapping is recorded, unverified, when a virtio-blk read fills a whole
+ * page from a 4 KiB-aligned block: O(1) table work, no hashing, since this
+ * runs on the main thread for every completed read. It is dropped when that
+ * block is written (or discarded). A checkpoint (VM paused, devices
+ * quiesced) elides the page only if its bytes still equal the block read
+ * back from the image, and only then hashes it (XXH3; restore checks the
+ * block against that hash). Any guest or device write since the read shows
+ * up there, without KVM dirty logging (which would force 4 KiB mappings on
+ * the whole guest for as long as it runs). Mappings seeded by a restore
+ * carry the hash it verified and are checked by hash instead.
  * Main thread only (device completions); checkpointing reads it while the
  * devices are quiesced.
  */
@@ -25,7 +29,7 @@
 
 struct elide_entry {
 	uint64_t key; /* 0: none; else (disk + 1) << 48 | block */
-	uint64_t hash;
+	uint64_t hash; /* in the tracker, 0: not known, compare with the image */
 };
 
 struct elide {
@@ -41,10 +45,12 @@ struct elide {
 int elide_init(struct elide *t, uint64_t npages);
 void elide_destroy(struct elide *t);
 uint64_t elide_hash(const void *page);
-/* Page @page now holds block @block of disk @disk, content @data (4 KiB). */
-void elide_record(struct elide *t, uint64_t page, unsigned int disk, uint64_t block,
-		  const void *data);
-/* Record with a hash computed elsewhere (restore seeds the tracker). */
+/* Page @page now holds block @block of disk @disk (unverified, not hashed). */
+void elide_record(struct elide *t, uint64_t page, unsigned int disk, uint64_t block);
+/*
+ * Record with the block's hash, known and verified elsewhere (restore seeds
+ * the tracker); elide_lookup() then checks the page against the hash alone.
+ */
 void elide_record_hash(struct elide *t, uint64_t page, unsigned int disk, uint64_t block,
 		       uint64_t hash);
 /*
@@ -55,11 +61,15 @@ void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t
 		      void (*before)(void *opaque, uint64_t page), void *opaque);
 /* Forget page @page (its content was replaced some other way we know of). */
 void elide_forget_page(struct elide *t, uint64_t page);
+/* Read 4 KiB block @block of disk @disk into @buf: 0 or -errno. */
+typedef int (*elide_read_fn)(void *opaque, unsigned int disk, uint64_t block, void *buf);
 /*
- * Does @page (content @data) still equal the block recorded for it?
- * True with *disk, *block and *hash filled in.
+ * Does @page (content @data) still equal the block recorded for it? An
+ * unverified mapping reads the block with @read and compares the bytes (a
+ * read error or a difference: no); a hashed one compares hashes. True with
+ * *disk, *block and the page's *hash filled in.
  */
-bool elide_lookup(const struct elide *t, uint64_t page, const void *data, unsigned int *disk,
-		  uint64_t *block, uint64_t *hash);
+bool elide_lookup(const struct elide *t, uint64_t page, const void *data, elide_read_fn read,
+		  void *opaque, unsigned int *disk, uint64_t *block, uint64_t *hash);
 
 #endif

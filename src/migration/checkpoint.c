@@ -52,6 +52,7 @@ struct ckpt_job {
 	struct stream_writer w;
 	struct ram_map map;
 	bool elide;
+	int disk_fd[ELIDE_MAX_DISKS]; /* elision's compares: the images, buffered */
 	unsigned long *save; /* incremental: the pages to look at again */
 	unsigned long *populated;
 	pthread_t thread;
@@ -110,7 +111,7 @@ void ckpt_disk_read_done(struct vm *vm, unsigned int disk, uint64_t off, const s
 			if (p < m->base || page >= cv->elide.npages)
 				return; /* not guest RAM: nothing of ours */
 			if (step == 4096 && len >= 4096 && off % ELIDE_BLOCK == 0) {
-				elide_record(&cv->elide, page, disk, off / ELIDE_BLOCK, p);
+				elide_record(&cv->elide, page, disk, off / ELIDE_BLOCK);
 			} else {
 				step = MIN(step, len);
 				elide_forget_page(&cv->elide, page); /* partly overwritten */
@@ -395,6 +396,45 @@ all:
 
 static const uint8_t zero_page[4096];
 
+/*
+ * Disks by index, for elision's compares. The image's own fd may be
+ * O_DIRECT (aligned buffers only): a second, plain read-only open of the
+ * same path needs no alignment, and the path is what restore reads from.
+ * A disk that cannot be opened just gets no references.
+ */
+static void open_disks(struct ckpt_job *j)
+{
+	struct blk_disk_info info;
+	struct vblk *b = NULL;
+
+	while ((b = virtio_blk_next(j->vm, b, &info)))
+		if (info.index < ELIDE_MAX_DISKS && j->disk_fd[info.index] < 0)
+			j->disk_fd[info.index] = open(info.path, O_RDONLY | O_CLOEXEC);
+}
+
+static int read_block(void *opaque, unsigned int disk, uint64_t block, void *buf)
+{
+	struct ckpt_job *j = opaque;
+	uint8_t *p = buf;
+	size_t len = ELIDE_BLOCK;
+	off_t off = (off_t)(block * ELIDE_BLOCK);
+
+	if (disk >= ELIDE_MAX_DISKS || j->disk_fd[disk] < 0)
+		return -EBADF;
+	while (len) {
+		ssize_t n = pread(j->disk_fd[disk], p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -ENODATA; /* past the end: shrunk */
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
 static int flush_run(struct ckpt_job *j, uint64_t first, uint64_t n)
 {
 	const struct guest_mem *m = &j->vm->mem;
@@ -441,7 +481,8 @@ static void *worker(void *opaque)
 			j->st.pages_zero++;
 			if (mem_page_discarded(m, p))
 				j->st.pages_balloon++;
-		} else if (j->elide && elide_lookup(&cv->elide, p, hva, &disk, &block, &hash)) {
+		} else if (j->elide &&
+			   elide_lookup(&cv->elide, p, hva, read_block, j, &disk, &block, &hash)) {
 			k = CKPT_PAGE_DISK;
 			map->ref[p].key = ((uint64_t)(disk + 1) << 48) | block;
 			map->ref[p].hash = hash;
@@ -522,8 +563,13 @@ static int prepare_dir(struct ckpt_job *j, struct qerr *e)
 
 void ckpt_job_free(struct ckpt_job *j)
 {
+	unsigned int i;
+
 	if (!j)
 		return;
+	for (i = 0; i < ELIDE_MAX_DISKS; i++)
+		if (j->disk_fd[i] >= 0)
+			close(j->disk_fd[i]);
 	if (j->thread_started)
 		pthread_join(j->thread, NULL);
 	if (j->state_fd >= 0)
@@ -559,6 +605,8 @@ int ckpt_save_start(struct vm *vm, const struct ckpt_params *p, bool was_running
 	j->vm = vm;
 	j->p = *p;
 	j->state_fd = j->mem_fd = -1;
+	for (unsigned int i = 0; i < ELIDE_MAX_DISKS; i++)
+		j->disk_fd[i] = -1;
 	j->start_ns = time_now_ns();
 	j->done_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	j->elide = !p->no_elide && cv->elide_ready;
@@ -604,6 +652,8 @@ int ckpt_save_start(struct vm *vm, const struct ckpt_params *p, bool was_running
 		qerr_set(e, -ret, "cannot pause the VM: %s", strerror(-ret));
 		goto err;
 	}
+	if (j->elide)
+		open_disks(j);
 	stream_writer_init(&j->w, j->state_fd);
 	ret = capture(j, e);
 	if (!ret)
