@@ -567,11 +567,11 @@ void ckpt_job_free(struct ckpt_job *j)
 
 	if (!j)
 		return;
-	for (i = 0; i < ELIDE_MAX_DISKS; i++)
-		if (j->disk_fd[i] >= 0)
-			close(j->disk_fd[i]);
 	if (j->thread_started)
 		pthread_join(j->thread, NULL);
+	for (i = 0; i < ELIDE_MAX_DISKS; i++) /* after the worker that reads them */
+		if (j->disk_fd[i] >= 0)
+			close(j->disk_fd[i]);
 	if (j->state_fd >= 0)
 		close(j->state_fd);
 	if (j->mem_fd >= 0)
