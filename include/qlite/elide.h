@@ -9,11 +9,12 @@
  * runs on the main thread for every completed read. It is dropped when that
  * block is written (or discarded). A checkpoint (VM paused, devices
  * quiesced) elides the page only if its bytes still equal the block read
- * back from the image, and only then hashes it (XXH3; restore checks the
- * block against that hash). Any guest or device write since the read shows
- * up there, without KVM dirty logging (which would force 4 KiB mappings on
- * the whole guest for as long as it runs). Mappings seeded by a restore
- * carry the hash it verified and are checked by hash instead.
+ * back from the image (elide_verify()), and only then hashes it (XXH3;
+ * restore checks the block against that hash). Any guest or device write
+ * since the read shows up there, without KVM dirty logging (which would
+ * force 4 KiB mappings on the whole guest for as long as it runs). Mappings
+ * seeded by a restore carry the hash it verified and are checked by hash
+ * instead.
  * Main thread only (device completions); checkpointing reads it while the
  * devices are quiesced.
  */
@@ -61,15 +62,28 @@ void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t
 		      void (*before)(void *opaque, uint64_t page), void *opaque);
 /* Forget page @page (its content was replaced some other way we know of). */
 void elide_forget_page(struct elide *t, uint64_t page);
-/* Read 4 KiB block @block of disk @disk into @buf: 0 or -errno. */
-typedef int (*elide_read_fn)(void *opaque, unsigned int disk, uint64_t block, void *buf);
+/* Read @n consecutive 4 KiB blocks of @disk from @block into @buf: 0 or -errno. */
+typedef int (*elide_read_fn)(void *opaque, unsigned int disk, uint64_t block, uint64_t n,
+			     void *buf);
+#define ELIDE_RUN_MAX 256 /* blocks per read: 1 MiB */
+/*
+ * The checkpoint's content check: every unverified mapping of a page set in
+ * @want (bitmap; NULL: all pages) is compared with its block as @read
+ * returns it now, in block order, runs of consecutive blocks in one read
+ * (pages are scattered over the disk, the disk is read sequentially). Page
+ * p's content is at @mem + p * 4096. A page that matches gets its bit set
+ * in @same (bitmap of npages bits, zeroed by the caller); a read error
+ * leaves its pages unset. 0, or -ENOMEM (nothing set).
+ */
+int elide_verify(const struct elide *t, const uint8_t *mem, const unsigned long *want,
+		 elide_read_fn read, void *opaque, unsigned long *same);
 /*
  * Does @page (content @data) still equal the block recorded for it? An
- * unverified mapping reads the block with @read and compares the bytes (a
- * read error or a difference: no); a hashed one compares hashes. True with
- * *disk, *block and the page's *hash filled in.
+ * unverified mapping needs its bit in @same (elide_verify(); NULL: none
+ * did); a hashed one compares hashes. True with *disk, *block and the
+ * page's *hash filled in.
  */
-bool elide_lookup(const struct elide *t, uint64_t page, const void *data, elide_read_fn read,
-		  void *opaque, unsigned int *disk, uint64_t *block, uint64_t *hash);
+bool elide_lookup(const struct elide *t, uint64_t page, const void *data,
+		  const unsigned long *same, unsigned int *disk, uint64_t *block, uint64_t *hash);
 
 #endif

@@ -400,7 +400,8 @@ static const uint8_t zero_page[4096];
  * Disks by index, for elision's compares. The image's own fd may be
  * O_DIRECT (aligned buffers only): a second, plain read-only open of the
  * same path needs no alignment, and the path is what restore reads from.
- * A disk that cannot be opened just gets no references.
+ * A disk that cannot be opened just gets no references. elide_verify()
+ * reads up to 1 MiB of consecutive blocks at a time, in block order.
  */
 static void open_disks(struct ckpt_job *j)
 {
@@ -412,11 +413,11 @@ static void open_disks(struct ckpt_job *j)
 			j->disk_fd[info.index] = open(info.path, O_RDONLY | O_CLOEXEC);
 }
 
-static int read_block(void *opaque, unsigned int disk, uint64_t block, void *buf)
+static int read_blocks(void *opaque, unsigned int disk, uint64_t block, uint64_t nblocks, void *buf)
 {
 	struct ckpt_job *j = opaque;
 	uint8_t *p = buf;
-	size_t len = ELIDE_BLOCK;
+	size_t len = nblocks * ELIDE_BLOCK;
 	off_t off = (off_t)(block * ELIDE_BLOCK);
 
 	if (disk >= ELIDE_MAX_DISKS || j->disk_fd[disk] < 0)
@@ -459,6 +460,7 @@ static void *worker(void *opaque)
 	const struct guest_mem *m = &vm->mem;
 	struct ram_map *map = &j->map;
 	uint64_t p, run = 0, run_start = 0;
+	unsigned long *same = NULL; /* unverified pages equal to their block */
 	struct sbuf sb;
 	int ret = 0;
 
@@ -466,6 +468,20 @@ static void *worker(void *opaque)
 	if (!j->populated) {
 		ret = qerr_set(&j->err, ENOMEM, "out of memory");
 		goto out;
+	}
+	if (j->elide) {
+		/* The pages the loop below would look at; out of memory: no references. */
+		uint64_t w, nw = map->npages / BITS + 1;
+		unsigned long *want = bitmap_new(map->npages);
+
+		same = bitmap_new(map->npages);
+		if (want && same) {
+			for (w = 0; w < nw; w++)
+				want[w] = j->populated[w] & (j->save ? j->save[w] : ~0UL);
+			if (elide_verify(&cv->elide, m->base, want, read_blocks, j, same))
+				log_msg("checkpoint: no memory to check disk references");
+		}
+		free(want);
 	}
 	for (p = 0; p < map->npages && !ret; p++) {
 		const uint8_t *hva = m->base + p * 4096;
@@ -482,7 +498,7 @@ static void *worker(void *opaque)
 			if (mem_page_discarded(m, p))
 				j->st.pages_balloon++;
 		} else if (j->elide &&
-			   elide_lookup(&cv->elide, p, hva, read_block, j, &disk, &block, &hash)) {
+			   elide_lookup(&cv->elide, p, hva, same, &disk, &block, &hash)) {
 			k = CKPT_PAGE_DISK;
 			map->ref[p].key = ((uint64_t)(disk + 1) << 48) | block;
 			map->ref[p].hash = hash;
@@ -520,6 +536,7 @@ static void *worker(void *opaque)
 		ret = qerr_set(&j->err, errno, "cannot sync the checkpoint in %s: %s", j->dir,
 			       strerror(errno));
 out:
+	free(same);
 	j->result = ret;
 	j->end_ns = time_now_ns();
 	{

@@ -210,21 +210,84 @@ void elide_drop_range(struct elide *t, unsigned int disk, uint64_t off, uint64_t
 	}
 }
 
-bool elide_lookup(const struct elide *t, uint64_t page, const void *data, elide_read_fn read,
-		  void *opaque, unsigned int *disk, uint64_t *block, uint64_t *hash)
+#define LBITS (8 * sizeof(unsigned long))
+
+static bool bit_get(const unsigned long *b, uint64_t i)
 {
-	_Alignas(64) uint8_t buf[ELIDE_BLOCK];
+	return b[i / LBITS] & (1UL << (i % LBITS));
+}
+
+struct cand {
+	uint64_t key;
+	uint32_t page;
+};
+
+static int cand_cmp(const void *a, const void *b)
+{
+	uint64_t x = ((const struct cand *)a)->key, y = ((const struct cand *)b)->key;
+
+	return x < y ? -1 : x > y;
+}
+
+int elide_verify(const struct elide *t, const uint8_t *mem, const unsigned long *want,
+		 elide_read_fn read, void *opaque, unsigned long *same)
+{
+	struct cand *c;
+	uint8_t *buf;
+	size_t n = 0, i, k;
+	uint64_t p;
+
+	if (!t->pages || !t->rlive)
+		return 0;
+	c = malloc(t->rlive * sizeof(*c));
+	buf = aligned_alloc(4096, ELIDE_RUN_MAX * ELIDE_BLOCK);
+	if (!c || !buf) {
+		free(c);
+		free(buf);
+		return -ENOMEM;
+	}
+	for (p = 0; p < t->npages && n < t->rlive; p++)
+		if (t->pages[p].key && !t->pages[p].hash && (!want || bit_get(want, p)))
+			c[n++] = (struct cand){ t->pages[p].key, (uint32_t)p };
+	/* One page per block (elide_record_hash): keys are unique. */
+	qsort(c, n, sizeof(*c), cand_cmp);
+	for (i = 0; i < n; i = k) {
+		unsigned int disk = (unsigned int)(c[i].key >> BLOCK_BITS) - 1;
+		uint64_t first = c[i].key & ((1ULL << BLOCK_BITS) - 1);
+
+		for (k = i + 1; k < n && k - i < ELIDE_RUN_MAX && c[k].key == c[i].key + (k - i) &&
+				c[k].key >> BLOCK_BITS == c[i].key >> BLOCK_BITS;
+		     k++)
+			;
+		if (read(opaque, disk, first, k - i, buf)) {
+			/* Block by block then: one bad block (a shrunk image) spoils only itself. */
+			for (size_t r = i; r < k && k - i > 1; r++)
+				if (!read(opaque, disk, first + (r - i), 1, buf) &&
+				    !memcmp(buf, mem + (uint64_t)c[r].page * 4096, ELIDE_BLOCK))
+					same[c[r].page / LBITS] |= 1UL << (c[r].page % LBITS);
+			continue; /* the others are saved as data */
+		}
+		for (size_t r = i; r < k; r++)
+			if (!memcmp(buf + (r - i) * ELIDE_BLOCK, mem + (uint64_t)c[r].page * 4096,
+				    ELIDE_BLOCK))
+				same[c[r].page / LBITS] |= 1UL << (c[r].page % LBITS);
+	}
+	free(c);
+	free(buf);
+	return 0;
+}
+
+bool elide_lookup(const struct elide *t, uint64_t page, const void *data,
+		  const unsigned long *same, unsigned int *disk, uint64_t *block, uint64_t *hash)
+{
 	const struct elide_entry *pe;
-	unsigned int d;
-	uint64_t b, h;
+	uint64_t h;
 
 	if (!t->pages || page >= t->npages)
 		return false;
 	pe = &t->pages[page];
 	if (!pe->key)
 		return false;
-	d = (unsigned int)(pe->key >> BLOCK_BITS) - 1;
-	b = pe->key & ((1ULL << BLOCK_BITS) - 1);
 	if (pe->hash) {
 		/* Seeded by a restore that verified the block against it. */
 		h = elide_hash(data);
@@ -233,14 +296,15 @@ bool elide_lookup(const struct elide *t, uint64_t page, const void *data, elide_
 	} else {
 		/*
 		 * Unverified (hash 0, or a real hash that happens to be 0: that
-		 * only costs a read): the page must equal the block as it is now.
+		 * only costs a read): equal to the block as it is now, just
+		 * checked by elide_verify(), with the VM paused since.
 		 */
-		if (!read || read(opaque, d, b, buf) || memcmp(buf, data, ELIDE_BLOCK))
+		if (!same || !bit_get(same, page))
 			return false;
 		h = elide_hash(data);
 	}
-	*disk = d;
-	*block = b;
+	*disk = (unsigned int)(pe->key >> BLOCK_BITS) - 1;
+	*block = pe->key & ((1ULL << BLOCK_BITS) - 1);
 	*hash = h;
 	return true;
 }
