@@ -66,14 +66,23 @@ static void vnet_tx(struct vnet *n)
 	const char *why;
 	int ret;
 
-	while ((ret = vq_pop(vq, e, &why)) == 1) {
-		if (e->in_num || e->out_len < VNET_HDR) {
-			virtio_dev_set_broken(n->dev, "transmit buffer without a header, or writable");
-			return;
+	/* No kicks while we drain (each is a VM exit); on again, then a last look. */
+	vq_set_kicks(vq, false);
+	for (;;) {
+		while ((ret = vq_pop(vq, e, &why)) == 1) {
+			if (e->in_num || e->out_len < VNET_HDR) {
+				virtio_dev_set_broken(n->dev,
+						      "transmit buffer without a header, or writable");
+				return;
+			}
+			/* A full tap drops the packet, like a full wire would. */
+			tap_write(&n->tap, e->iov, (int)e->out_num);
+			vq_push(vq, e, 0);
 		}
-		/* A full tap drops the packet, like a full wire would. */
-		tap_write(&n->tap, e->iov, (int)e->out_num);
-		vq_push(vq, e, 0);
+		vq_set_kicks(vq, true);
+		if (ret < 0 || !vq_has_work(vq))
+			break;
+		vq_set_kicks(vq, false);
 	}
 	if (ret < 0)
 		virtio_dev_set_broken(n->dev, why);
