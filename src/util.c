@@ -142,6 +142,26 @@ int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+int file_pread_all(int fd, void *buf, size_t len, off_t off)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t n = pread(fd, p, len, off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		p += n;
+		len -= (size_t)n;
+		off += n;
+	}
+	return 0;
+}
+
 int file_read_all(const char *path, size_t max, uint8_t **buf, size_t *len, struct qerr *e)
 {
 	struct stat st;

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define ALIGN_UP(x, a) (((x) + ((a)-1)) & ~((__typeof__(x))(a)-1))
@@ -56,5 +57,7 @@ int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* Read a whole file into a malloc()ed buffer, refusing files above @max. */
 int file_read_all(const char *path, size_t max, uint8_t **buf, size_t *len, struct qerr *e);
+/* pread() all @len bytes at @off (EINTR retried); -ENODATA if the file ends first. */
+int file_pread_all(int fd, void *buf, size_t len, off_t off);
 
 #endif

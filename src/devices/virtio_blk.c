@@ -472,27 +472,14 @@ static void vblk_defer_or_notify(struct vblk *b)
 		vblk_send_notifications(b);
 }
 
-/* Close the window: signal, and kicks back on where queues are idle. */
+/* Close the window: signal, then kicks back on where queues are idle. */
 static void vblk_coal_close(struct vblk *b)
 {
-	unsigned int q;
-
 	b->coal.armed = false;
 	b->coal.held += b->coal.popped - b->coal.window_mark;
 	vblk_send_notifications(b);
-	for (q = 0; q < b->nqueues && !b->dev->broken; q++) {
-		struct virtq *vq = &b->dev->vq[q];
-
-		if (!vq->desc || b->inflight[q])
-			continue;
-		vq_set_kicks(vq, true);
-		/* The guest may have queued a request since the last tick. */
-		if (vq_has_work(vq))
-			vblk_process(b, q);
-		if (b->inflight[q])
-			vq_set_kicks(vq, false);
-	}
-	blk_ring_submit(b->ring);
+	vblk_poll_queues(b); /* a request queued since the last tick, too */
+	vblk_defer_or_notify(b); /* one the device finished at once (get-id, errors) */
 }
 
 static void vblk_coal_tick(struct vblk *b)

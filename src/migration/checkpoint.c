@@ -416,24 +416,12 @@ static void open_disks(struct ckpt_job *j)
 static int read_blocks(void *opaque, unsigned int disk, uint64_t block, uint64_t nblocks, void *buf)
 {
 	struct ckpt_job *j = opaque;
-	uint8_t *p = buf;
-	size_t len = nblocks * ELIDE_BLOCK;
-	off_t off = (off_t)(block * ELIDE_BLOCK);
 
 	if (disk >= ELIDE_MAX_DISKS || j->disk_fd[disk] < 0)
 		return -EBADF;
-	while (len) {
-		ssize_t n = pread(j->disk_fd[disk], p, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -ENODATA; /* past the end: shrunk */
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
+	/* -ENODATA past the end: the image shrank. */
+	return file_pread_all(j->disk_fd[disk], buf, nblocks * ELIDE_BLOCK,
+			      (off_t)(block * ELIDE_BLOCK));
 }
 
 static int flush_run(struct ckpt_job *j, uint64_t first, uint64_t n)

@@ -254,26 +254,6 @@ int ckpt_read_config(const char *dir, struct vm_config *cfg, struct json_object 
 
 /* ---- page sources ----------------------------------------------------------- */
 
-static int pread_all(int fd, void *buf, size_t len, off_t off)
-{
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = pread(fd, p, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -ENODATA; /* the file is shorter than the map says */
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
-
 static int fill_disk_page(struct ckpt_restore *rs, uint64_t page, void *dst)
 {
 	const struct elide_entry *r = &rs->ref[page];
@@ -281,7 +261,7 @@ static int fill_disk_page(struct ckpt_restore *rs, uint64_t page, void *dst)
 	uint64_t block = r->key & ((1ULL << 48) - 1);
 	int ret;
 
-	ret = pread_all(rs->disk_fd[disk], dst, 4096, (off_t)(block * ELIDE_BLOCK));
+	ret = file_pread_all(rs->disk_fd[disk], dst, 4096, (off_t)(block * ELIDE_BLOCK));
 	if (ret)
 		return ret;
 	return elide_hash(dst) == r->hash ? 0 : -EILSEQ;
@@ -300,7 +280,7 @@ static int src_fill(void *opaque, uint64_t page, void *dst)
 
 	if (rs->kind[page] == CKPT_PAGE_DISK)
 		return fill_disk_page(rs, page, dst);
-	return pread_all(rs->fds[rs->src[page]], dst, 4096, (off_t)(page * 4096));
+	return file_pread_all(rs->fds[rs->src[page]], dst, 4096, (off_t)(page * 4096));
 }
 
 /* A prefetch run: one read when it is all data from one memory file. */
@@ -312,7 +292,7 @@ static int src_fill_run(void *opaque, uint64_t page, uint64_t n, void *dst)
 	for (i = 0; i < n; i++)
 		if (rs->kind[page + i] != CKPT_PAGE_DATA || rs->src[page + i] != rs->src[page])
 			return -EAGAIN;
-	return pread_all(rs->fds[rs->src[page]], dst, n * 4096, (off_t)(page * 4096));
+	return file_pread_all(rs->fds[rs->src[page]], dst, n * 4096, (off_t)(page * 4096));
 }
 
 /* ---- resolving the chain and the disks ------------------------------------ */
@@ -506,7 +486,7 @@ static int fill_eager(struct ckpt_restore *rs, struct qerr *e)
 			while (p + n < rs->npages && n < 256 && rs->kind[p + n] == CKPT_PAGE_DATA &&
 			       rs->src[p + n] == rs->src[p])
 				n++;
-			ret = pread_all(rs->fds[rs->src[p]], base + p * 4096, n * 4096,
+			ret = file_pread_all(rs->fds[rs->src[p]], base + p * 4096, n * 4096,
 					(off_t)(p * 4096));
 			if (ret)
 				return qerr_set(e, -ret, "cannot read guest memory (page %llu): %s",

@@ -21,6 +21,8 @@
 
 static int failures;
 
+#include "vdrv.h" /* after failures: its CHECKs count there */
+
 static uint8_t *save(struct device *d, size_t *len)
 {
 	size_t need = 0;
@@ -315,35 +317,6 @@ static void conform(struct vm *vm, struct device *d)
 #define Q_USED 0x400
 #define Q_BUF 0x800
 
-static void bar_w(struct virtio_dev *d, unsigned int off, uint64_t v, unsigned int len)
-{
-	uint8_t b[8];
-
-	memcpy(b, &v, sizeof(b));
-	CHECK(bus_write(&d->vm->mmio, d->pci.bars[0].addr + off, b, len) == 0);
-}
-
-static uint32_t bar_r(struct virtio_dev *d, unsigned int off, unsigned int len)
-{
-	uint8_t b[4] = { 0 };
-	uint32_t v;
-
-	CHECK(bus_read(&d->vm->mmio, d->pci.bars[0].addr + off, b, len) == 0);
-	memcpy(&v, b, 4);
-	return v;
-}
-
-static void *gpa(struct vm *vm, uint64_t a, uint64_t len)
-{
-	void *p = mem_gpa_to_hva(&vm->mem, a, len);
-
-	if (!p) {
-		fprintf(stderr, "test bug: %#llx is not guest RAM\n", (unsigned long long)a);
-		abort();
-	}
-	return p;
-}
-
 /* What a driver does at probe: accept every feature offered, small queues, DRIVER_OK. */
 static void driver_init(struct virtio_dev *d, unsigned int idx)
 {
@@ -422,14 +395,6 @@ static uint16_t avail_event(struct virtio_dev *d, unsigned int idx, unsigned int
 
 	return used[2 + 4 * QSIZE];
 }
-
-/* Run the main loop until @cond holds (bounded). */
-#define LOOP_UNTIL(vm, cond)                                \
-	do {                                                \
-		for (int n_ = 0; n_ < 200 && !(cond); n_++) \
-			loop_run_once((vm)->loop, 10);      \
-		CHECK(cond);                                \
-	} while (0)
 
 struct vdev {
 	struct virtio_dev *d;

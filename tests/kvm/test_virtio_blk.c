@@ -29,6 +29,8 @@
 
 static int failures;
 
+#include "vdrv.h" /* after failures: its CHECKs count there */
+
 #define C_GFSELECT 0x08
 #define C_GF 0x0c
 #define C_STATUS 0x14
@@ -56,35 +58,6 @@ struct drv {
 	uint16_t *avail, *used;
 	uint16_t next; /* requests queued so far */
 };
-
-static void bar_w(struct virtio_dev *d, unsigned int off, uint64_t v, unsigned int len)
-{
-	CHECK(bus_write(&d->vm->mmio, d->pci.bars[0].addr + off, (uint8_t *)&v, len) == 0);
-}
-
-static uint32_t bar_r(struct virtio_dev *d, unsigned int off, unsigned int len)
-{
-	uint32_t v = 0;
-
-	CHECK(bus_read(&d->vm->mmio, d->pci.bars[0].addr + off, (uint8_t *)&v, len) == 0);
-	return v;
-}
-
-static void *gpa(struct vm *vm, uint64_t a, uint64_t len)
-{
-	void *p = mem_gpa_to_hva(&vm->mem, a, len);
-
-	if (!p)
-		abort();
-	return p;
-}
-
-#define LOOP_UNTIL(vm, cond)                                \
-	do {                                                \
-		for (int n_ = 0; n_ < 200 && !(cond); n_++) \
-			loop_run_once((vm)->loop, 10);      \
-		CHECK(cond);                                \
-	} while (0)
 
 static uint8_t isr_peek(struct virtio_dev *d)
 {

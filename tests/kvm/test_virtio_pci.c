@@ -29,6 +29,8 @@
 
 static int failures;
 
+#include "vdrv.h" /* after failures: its CHECKs count there */
+
 #define C_DF 0x04
 #define C_GFSELECT 0x08
 #define C_GF 0x0c
@@ -80,19 +82,6 @@ static void port_w(struct virtio_dev *d, unsigned int off, unsigned int len, uin
 
 	CHECK(bus_write(&d->vm->pio, 0xcf8, (uint8_t *)&a, 4) == 0);
 	CHECK(bus_write(&d->vm->pio, 0xcfc + (off & 3), (uint8_t *)&v, len) == 0);
-}
-
-static void bar_w(struct virtio_dev *d, unsigned int off, uint64_t v, unsigned int len)
-{
-	CHECK(bus_write(&d->vm->mmio, d->pci.bars[0].addr + off, (uint8_t *)&v, len) == 0);
-}
-
-static uint32_t bar_r(struct virtio_dev *d, unsigned int off, unsigned int len)
-{
-	uint32_t v = 0;
-
-	CHECK(bus_read(&d->vm->mmio, d->pci.bars[0].addr + off, (uint8_t *)&v, len) == 0);
-	return v;
 }
 
 /* Offset of the vendor capability of @type (0: none), walking the list as a driver. */
@@ -150,22 +139,6 @@ static void config_interrupt(struct virtio_dev *d)
 	pthread_mutex_lock(&d->lock);
 	virtio_config_changed(d);
 	pthread_mutex_unlock(&d->lock);
-}
-
-#define LOOP_UNTIL(vm, cond)                                \
-	do {                                                \
-		for (int n_ = 0; n_ < 200 && !(cond); n_++) \
-			loop_run_once((vm)->loop, 10);      \
-		CHECK(cond);                                \
-	} while (0)
-
-static void *gpa(struct vm *vm, uint64_t a, uint64_t len)
-{
-	void *p = mem_gpa_to_hva(&vm->mem, a, len);
-
-	if (!p)
-		abort();
-	return p;
 }
 
 /* ---- PCI_CFG ---- */
